@@ -432,6 +432,9 @@ pub enum Interaction {
     Search,
 }
 
+/// A granular filter: (parameter, value) pairs that must all match.
+pub type Filter = Vec<(String, String)>;
+
 /// What a granted scope string permits, for the resource server.
 #[derive(Debug, Clone)]
 pub struct Grant {
@@ -446,7 +449,7 @@ pub enum Access {
     Allowed {
         level: Level,
         /// Alternatives; each is a list of (parameter, value) that must all match. Empty = no filter.
-        filters: Vec<Vec<(String, String)>>,
+        filters: Vec<Filter>,
     },
 }
 
@@ -465,7 +468,7 @@ impl Grant {
     /// May the token perform `interaction` on `resource_type`? Patient-level access wins over user-level
     /// when both are granted only if it is unfiltered; callers apply the compartment for `Level::Patient`.
     pub fn access(&self, resource_type: &str, interaction: Interaction) -> Access {
-        let mut best: Option<(Level, Vec<Vec<(String, String)>>)> = None;
+        let mut best: Option<(Level, Vec<Filter>)> = None;
         for r in &self.resources {
             if !r.covers_type(resource_type) {
                 continue;

@@ -1,1 +1,1 @@
-//! Being built; see the issues.
+//! (being written)

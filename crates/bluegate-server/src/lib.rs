@@ -1,1 +1,18 @@
-//! Being built; see the issues.
+//! Bluegate's HTTP server: discovery documents, OAuth endpoints and the FHIR API on axum.
+//!
+//! Handlers are thin: they parse the request, call `bluegate-core` for decisions and `bluegate-store` for
+//! state, and map errors to the wire in one place ([`error`]).
+
+pub mod app;
+pub mod communities;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod fhir_capabilities;
+pub mod passwords;
+pub mod random;
+pub mod routes;
+pub mod serve;
+pub mod signing;
+pub mod telemetry;
+pub mod tls;

@@ -1,0 +1,4 @@
+//! HTTP handlers. They parse, call core or the store, and map errors; they decide nothing themselves.
+
+pub mod discovery;
+pub mod health;

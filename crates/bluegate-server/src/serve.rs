@@ -1,0 +1,169 @@
+//! Starting and stopping the server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum_server::tls_rustls::RustlsConfig;
+use axum_server::Handle;
+use bluegate_core::discovery::Endpoints;
+use bluegate_store::{Store, StoreError, StoreLocation};
+use time::OffsetDateTime;
+use tokio::task::JoinHandle;
+
+use crate::app::{router, AppState, SharedState};
+use crate::communities::CommunityRuntime;
+use crate::config::{Config, ConfigError};
+use crate::signing::{self, KeyError, Signing};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Keys(#[from] KeyError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Open the store named by the configuration: PostgreSQL when `database_url` is set, else SQLite in
+/// `data_dir`.
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    let location = match &config.database_url {
+        Some(url) => StoreLocation::Postgres(url.clone()),
+        None => {
+            std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+                StartError::Config(ConfigError {
+                    source_name: config.source_name.clone(),
+                    key: "data_dir".to_string(),
+                    message: format!("cannot create {}: {e}", config.data_dir.display()),
+                })
+            })?;
+            StoreLocation::Sqlite(config.sqlite_path())
+        }
+    };
+    Ok(bluegate_store::connect(&location).await?)
+}
+
+/// Everything the server needs, loaded and checked, before anything listens.
+pub async fn build_state(config: Config) -> Result<SharedState, StartError> {
+    let endpoints = Endpoints::for_public_url(config.public_url.as_str());
+    let mut communities = Vec::new();
+    for (i, c) in config.communities.iter().enumerate() {
+        communities.push(CommunityRuntime::load(
+            &config.source_name,
+            i,
+            c,
+            &endpoints.fhir_base,
+        )?);
+    }
+    let store = open_store(&config).await?;
+    let now = OffsetDateTime::now_utc();
+    let created = signing::ensure_keys(store.as_ref(), now).await?;
+    if !created.is_empty() {
+        tracing::info!(kids = ?created, "created signing keys");
+    }
+    let signing = Signing::load(store.as_ref(), now).await?;
+    Ok(Arc::new(AppState {
+        config,
+        endpoints,
+        store,
+        signing,
+        communities,
+        metrics: crate::telemetry::prometheus(),
+    }))
+}
+
+/// A running server.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub state: SharedState,
+    handle: Handle,
+    server: JoinHandle<std::io::Result<()>>,
+    upkeep: JoinHandle<()>,
+}
+
+impl Running {
+    /// Stop accepting connections and let open requests finish (up to `grace`).
+    pub async fn shutdown(self, grace: Duration) {
+        self.handle.graceful_shutdown(Some(grace));
+        let _ = self.server.await;
+        self.upkeep.abort();
+    }
+
+    /// Wait until the server stops by itself (it only does on an I/O error).
+    pub async fn wait(&mut self) -> std::io::Result<()> {
+        match (&mut self.server).await {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+}
+
+/// Load everything, bind, and serve in the background.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let tls = match &config.tls {
+        Some(t) => Some(crate::tls::server_config(&config.source_name, t)?),
+        None => None,
+    };
+    let listen = config.listen;
+    let state = build_state(config).await?;
+    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let handle = Handle::new();
+    // Bind here, not inside the spawned task, so that "address in use" is reported as a start error.
+    let listener = std::net::TcpListener::bind(listen).map_err(|source| StartError::Listen {
+        addr: listen,
+        source,
+    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| StartError::Listen {
+            addr: listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: listen,
+        source,
+    })?;
+    let server = match tls {
+        Some(tls) => {
+            let server = axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(tls))
+                .handle(handle.clone());
+            tokio::spawn(async move { server.serve(app).await })
+        }
+        None => {
+            let server = axum_server::from_tcp(listener).handle(handle.clone());
+            tokio::spawn(async move { server.serve(app).await })
+        }
+    };
+    let upkeep = tokio::spawn(upkeep(state.clone()));
+    Ok(Running {
+        addr,
+        state,
+        handle,
+        server,
+        upkeep,
+    })
+}
+
+/// Periodic chores: drop expired replay-cache entries and codes, pick up rotated keys, keep the metrics
+/// recorder's histograms fresh.
+async fn upkeep(state: SharedState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tick.tick().await;
+        let now = OffsetDateTime::now_utc();
+        if let Err(e) = state.store.purge_expired(now).await {
+            tracing::warn!(error = %e, "purging expired entries failed");
+        }
+        if let Err(e) = state.signing.reload(state.store.as_ref(), now).await {
+            tracing::warn!(error = %e, "reloading signing keys failed");
+        }
+        state.metrics.run_upkeep();
+    }
+}

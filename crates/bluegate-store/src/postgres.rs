@@ -1,0 +1,65 @@
+//! PostgreSQL backend: the store for production and for many nodes. JSON columns are JSONB; the
+//! read-then-write paths lock their rows with `FOR UPDATE`; migrations take sqlx's advisory lock, so
+//! nodes may start together.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use sqlx::{PgPool, Pool, Postgres, Transaction};
+
+type Db = Postgres;
+type DbRow = PgRow;
+
+/// The shared store for one or many Bluegate nodes.
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user:pass@host:port/db?...`) and runs the migrations.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options: PgConnectOptions = url.parse()?;
+        Self::connect_with(options, 16).await
+    }
+
+    /// Connects with explicit options and pool size, and runs the migrations.
+    pub async fn connect_with(
+        options: PgConnectOptions,
+        max_connections: u32,
+    ) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(PgStore { pool })
+    }
+
+    /// The underlying pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Closes every connection (waits for in-flight queries).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn json_arg(v: &serde_json::Value) -> Result<Json<serde_json::Value>, StoreError> {
+    Ok(Json(v.clone()))
+}
+
+fn json_col(row: &DbRow, name: &str) -> Result<serde_json::Value, StoreError> {
+    let Json(v): Json<serde_json::Value> = col(row, name)?;
+    Ok(v)
+}
+
+async fn begin_write(pool: &Pool<Db>) -> Result<Transaction<'static, Db>, StoreError> {
+    Ok(pool.begin().await?)
+}
+
+impl_store!(PgStore, "postgres", for_update = " FOR UPDATE");

@@ -1,0 +1,78 @@
+//! SQLite backend: one file, WAL, `synchronous=FULL` (a commit survives power loss), foreign keys on,
+//! busy timeout for concurrent writers, and `BEGIN IMMEDIATE` for read-then-write transactions.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Pool, Sqlite, SqlitePool, Transaction};
+
+type Db = Sqlite;
+type DbRow = SqliteRow;
+
+/// How long a writer waits for the database lock before failing with SQLITE_BUSY.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The embedded (zero-setup) store.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file at `path` and runs the migrations.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(path.as_ref())
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        Self::open_with(options, 8).await
+    }
+
+    /// Opens with explicit options (the caller's journal/sync settings are kept) and pool size.
+    pub async fn open_with(
+        options: SqliteConnectOptions,
+        max_connections: u32,
+    ) -> Result<Self, StoreError> {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+
+    /// The underlying pool (for callers that keep their own tables in the same file).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Closes every connection (waits for in-flight queries).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn json_arg(v: &serde_json::Value) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(format!("unencodable JSON: {e}")))
+}
+
+fn json_col(row: &DbRow, name: &str) -> Result<serde_json::Value, StoreError> {
+    let text: String = col(row, name)?;
+    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("column {name}: {e}")))
+}
+
+/// Takes the write lock up front, so a transaction that reads then writes never fails with a
+/// stale-snapshot SQLITE_BUSY (the busy timeout applies to `BEGIN IMMEDIATE`).
+async fn begin_write(pool: &Pool<Db>) -> Result<Transaction<'static, Db>, StoreError> {
+    Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
+}
+
+impl_store!(SqliteStore, "sqlite", for_update = "");

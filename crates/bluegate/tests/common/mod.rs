@@ -1,0 +1,187 @@
+//! Shared set-up for the integration tests: a test PKI made with `bluegate pki`, a configuration file, a
+//! real server on a random loopback port, and an HTTPS client that trusts only the test CA.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use bluegate_server::serve::{self, Running};
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_bluegate"))
+}
+
+/// Run `bluegate ARGS` and return its output.
+pub fn run(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .output()
+        .expect("the bluegate binary runs")
+}
+
+/// Run `bluegate ARGS`, failing the test with its stderr if it fails.
+pub fn run_ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "bluegate {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+pub struct TestPki {
+    pub dir: PathBuf,
+}
+
+impl TestPki {
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+    pub fn s(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+}
+
+/// A community (root + intermediate), a TLS server certificate for localhost/127.0.0.1 and a UDAP
+/// metadata certificate for `fhir_base`, all made by the CLI.
+pub fn make_pki(dir: &Path, fhir_base: &str) -> TestPki {
+    let pki = TestPki {
+        dir: dir.join("pki"),
+    };
+    let d = pki.s("");
+    run_ok(&["pki", "community", "--out", &d, "--name", "Test Community"]);
+    run_ok(&[
+        "pki",
+        "issue",
+        "--ca-dir",
+        &d,
+        "--kind",
+        "tls-server",
+        "--dns",
+        "localhost",
+        "--ip",
+        "127.0.0.1",
+        "--key",
+        "p256",
+        "--out",
+        &pki.s("tls"),
+    ]);
+    run_ok(&[
+        "pki",
+        "issue",
+        "--ca-dir",
+        &d,
+        "--kind",
+        "udap-server",
+        "--uri",
+        fhir_base,
+        "--key",
+        "rsa",
+        "--out",
+        &pki.s("metadata"),
+    ]);
+    pki
+}
+
+pub struct TestServer {
+    pub running: Running,
+    pub public_url: String,
+    pub fhir_base: String,
+    pub pki: TestPki,
+    pub client: reqwest::Client,
+    pub config_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.public_url, path)
+    }
+    pub async fn stop(self) {
+        self.running
+            .shutdown(std::time::Duration::from_secs(2))
+            .await;
+    }
+}
+
+/// Write a configuration for the test PKI; `extra` is appended (e.g. `database_url = ...`).
+pub fn write_config(dir: &Path, port: u16, pki: &TestPki, extra: &str) -> PathBuf {
+    let text = format!(
+        r#"public_url = "https://localhost:{port}"
+listen = "127.0.0.1:{port}"
+data_dir = "data"
+{extra}
+[tls]
+cert = "pki/tls-chain.pem"
+key = "pki/tls-key.pem"
+
+[log]
+level = "warn"
+
+[[communities]]
+uri = "urn:example:community:test"
+trust_anchors = ["pki/root-ca.pem"]
+intermediates = ["pki/intermediate-ca.pem"]
+metadata_cert = "pki/metadata-chain.pem"
+metadata_key = "pki/metadata-key.pem"
+"#
+    );
+    let _ = pki;
+    let path = dir.join("bluegate.toml");
+    std::fs::write(&path, text).expect("config written");
+    path
+}
+
+/// A rustls client that trusts only the test root.
+pub fn https_client(root_pem: &Path) -> reqwest::Client {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(root_pem).expect("root pem") {
+        roots.add(cert.expect("root cert")).expect("root added");
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .build()
+        .expect("https client")
+}
+
+/// Start a real server over HTTPS on a random loopback port, with SQLite (or `extra_config`'s database).
+pub async fn start_server(extra_config: &str) -> TestServer {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let public_url = format!("https://localhost:{port}");
+    let fhir_base = format!("{public_url}/fhir");
+    let pki = make_pki(dir.path(), &fhir_base);
+    let config_path = write_config(dir.path(), port, &pki, extra_config);
+    let cfg = bluegate_server::config::load_file(&config_path, &Default::default())
+        .expect("valid test configuration");
+    let running = serve::start(cfg).await.expect("server starts");
+    let client = https_client(&pki.path("root-ca.pem"));
+    TestServer {
+        running,
+        public_url,
+        fhir_base,
+        pki,
+        client,
+        config_path,
+        _dir: dir,
+    }
+}

@@ -1,0 +1,130 @@
+//! Demo mode: `bluegate serve` with no configuration creates everything once, serves HTTPS, stops cleanly
+//! on SIGTERM, and reuses what it created on the next start.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn start_demo(dir: &std::path::Path, port: u16) -> (Child, String) {
+    let mut child = Command::new(common::bin())
+        .arg("serve")
+        .current_dir(dir)
+        .env("BLUEGATE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("BLUEGATE_PUBLIC_URL", format!("https://localhost:{port}"))
+        .env("BLUEGATE_LOG_LEVEL", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("bluegate serve starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut reader = BufReader::new(stdout);
+    let mut banner = String::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        banner.push_str(&line);
+        if line.contains("try: curl") {
+            break;
+        }
+    }
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while reader.read_line(&mut sink).unwrap_or(0) > 0 {
+            sink.clear();
+        }
+    });
+    (child, banner)
+}
+
+fn stop(child: &mut Child) -> std::process::ExitStatus {
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the server did not stop on SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test]
+async fn demo_mode_creates_serves_and_reuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let (mut child, banner) = start_demo(dir.path(), port);
+    let data = dir.path().join("bluegate-data");
+    assert!(
+        banner.contains(&format!("https://localhost:{port}/fhir")),
+        "{banner}"
+    );
+    assert!(banner.contains("root-ca.pem"), "{banner}");
+    assert!(
+        banner.contains("alice") && banner.contains("bob"),
+        "{banner}"
+    );
+    assert!(banner.contains("created on this start"), "{banner}");
+    for f in [
+        "bluegate.toml",
+        "bluegate.db",
+        "pki/root-ca.pem",
+        "pki/tls-chain.pem",
+        "pki/metadata-chain.pem",
+        "pki/sample-client-chain.pem",
+    ] {
+        assert!(data.join(f).exists(), "{f} not created");
+    }
+    let client = common::https_client(&data.join("pki/root-ca.pem"));
+    let base = format!("https://localhost:{port}");
+    let resp = client
+        .get(format!("{base}/fhir/.well-known/udap"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(body["signed_metadata"].is_string());
+    let status = stop(&mut child);
+    assert!(status.success(), "exit on SIGTERM: {status}");
+
+    let ca_before = std::fs::read(data.join("pki/root-ca.pem")).unwrap();
+    let (mut child, banner) = start_demo(dir.path(), port);
+    assert!(!banner.contains("created on this start"), "{banner}");
+    assert_eq!(
+        std::fs::read(data.join("pki/root-ca.pem")).unwrap(),
+        ca_before,
+        "PKI regenerated"
+    );
+    // A new client: the old one's pooled connection died with the first server.
+    let client = common::https_client(&data.join("pki/root-ca.pem"));
+    let resp = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    stop(&mut child);
+
+    // The demo members exist once, with their patients.
+    let members = common::run_ok(&[
+        "member",
+        "list",
+        "--config",
+        data.join("bluegate.toml").to_str().unwrap(),
+    ]);
+    let members: serde_json::Value = serde_json::from_str(&members).unwrap();
+    assert_eq!(members.as_array().unwrap().len(), 2, "{members}");
+    let bob = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["username"] == "bob")
+        .unwrap();
+    assert_eq!(bob["patients"].as_array().unwrap().len(), 2);
+}
