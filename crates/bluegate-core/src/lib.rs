@@ -3,6 +3,7 @@
 //! Nothing in this crate does I/O or reads the clock: time and randomness are passed in, so every protocol
 //! decision can be unit-tested without a server. The server crate translates HTTP to these functions and back.
 
+pub mod authorize;
 pub mod certs;
 pub mod discovery;
 pub mod jose;
@@ -10,5 +11,6 @@ pub mod keys;
 pub mod pki;
 pub mod scopes;
 pub mod secrets;
+pub mod tokens;
 pub mod trust;
 pub mod udap;

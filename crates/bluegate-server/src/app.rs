@@ -8,7 +8,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use bluegate_core::discovery::Endpoints;
 use bluegate_store::Store;
@@ -29,6 +29,9 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub signing: Signing,
     pub communities: Vec<CommunityRuntime>,
+    /// Trust anchors, CRLs and chain caches per community, in configuration order.
+    pub trust: Vec<crate::trust_runtime::TrustRuntime>,
+    pub registration_policy: bluegate_core::udap::RegistrationPolicy,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
@@ -77,6 +80,7 @@ pub fn router(state: SharedState) -> Router {
         )
         .route("/oauth/jwks", get(routes::discovery::jwks))
         .layer(public_cors);
+    let oauth = Router::new().route("/oauth/register", post(routes::register::register));
     let ops = Router::new()
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
@@ -84,6 +88,7 @@ pub fn router(state: SharedState) -> Router {
     let limits = state.config.limits;
     Router::new()
         .merge(discovery)
+        .merge(oauth)
         .merge(ops)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))

@@ -16,3 +16,4 @@ pub mod serve;
 pub mod signing;
 pub mod telemetry;
 pub mod tls;
+pub mod trust_runtime;

@@ -62,6 +62,21 @@ pub async fn build_state(config: Config) -> Result<SharedState, StartError> {
             &endpoints.fhir_base,
         )?);
     }
+    let mut trust = Vec::new();
+    for (i, c) in config.communities.iter().enumerate() {
+        trust.push(crate::trust_runtime::TrustRuntime::load(
+            &config.source_name,
+            i,
+            c,
+        )?);
+    }
+    let registration_policy = bluegate_core::udap::RegistrationPolicy {
+        registration_endpoint: endpoints.register.clone(),
+        leeway: config.security.clock_skew_secs as i64,
+        scopes_offered: bluegate_core::discovery::scopes_supported(),
+        carin_mode: config.security.carin_mode,
+        required_certifications: Vec::new(),
+    };
     let store = open_store(&config).await?;
     let now = OffsetDateTime::now_utc();
     let created = signing::ensure_keys(store.as_ref(), now).await?;
@@ -75,6 +90,8 @@ pub async fn build_state(config: Config) -> Result<SharedState, StartError> {
         store,
         signing,
         communities,
+        trust,
+        registration_policy,
         metrics: crate::telemetry::prometheus(),
     }))
 }
@@ -163,6 +180,9 @@ async fn upkeep(state: SharedState) {
         }
         if let Err(e) = state.signing.reload(state.store.as_ref(), now).await {
             tracing::warn!(error = %e, "reloading signing keys failed");
+        }
+        for (i, t) in state.trust.iter().enumerate() {
+            t.reload_if_changed(&state.config.source_name, i);
         }
         state.metrics.run_upkeep();
     }
