@@ -1,6 +1,7 @@
 //! `bluegate`: the one command line of Bluegate (DESIGN §2, Contract: CLI).
 
 mod admin;
+mod bench;
 mod pki_cmd;
 mod serve_cmd;
 
@@ -44,6 +45,9 @@ enum Command {
     /// Make trust communities for testing: CAs, end-entity certificates with URI SANs, CRLs.
     #[command(subcommand)]
     Pki(pki_cmd::PkiCmd),
+    /// Benchmarks of the hot paths against the cost of their cryptography, measured in the same run.
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
 }
 
 /// `--config FILE`, defaulting to the demo configuration that `bluegate serve` writes.
@@ -98,6 +102,7 @@ fn main() -> ExitCode {
             Command::Keys(cmd) => admin::keys(cmd).await,
             Command::Audit(args) => admin::audit(args).await,
             Command::Pki(cmd) => pki_cmd::run(cmd),
+            Command::Bench(cmd) => bench::run(cmd).await,
         }
     });
     match result {

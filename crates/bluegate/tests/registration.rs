@@ -120,7 +120,19 @@ async fn register(
 
 #[tokio::test]
 async fn rsa_and_ec_clients_register_update_and_cancel() {
-    let s = common::start_server("").await;
+    register_update_cancel(common::start_server("").await, "sqlite").await;
+}
+
+#[tokio::test]
+async fn rsa_and_ec_clients_register_update_and_cancel_on_postgres() {
+    let Some(db) = common::postgres_config().await else {
+        return;
+    };
+    register_update_cancel(common::start_server(&db).await, "postgres").await;
+}
+
+async fn register_update_cancel(s: common::TestServer, backend: &str) {
+    assert_eq!(s.running.state.store.backend_name(), backend);
     for (name, key) in [("rsa-app", "rsa"), ("ec-app", "p256")] {
         let app = issue_client(&s, name, &format!("https://{name}.example/"), key, "30");
         let (status, body, headers) = register(&s, sign(&app, &claims(&s, &app))).await;
@@ -418,7 +430,18 @@ fn b64(s: &str) -> String {
 
 #[tokio::test]
 async fn replayed_statement_is_refused() {
-    let s = common::start_server("").await;
+    replay(common::start_server("").await).await;
+}
+
+#[tokio::test]
+async fn replayed_statement_is_refused_on_postgres() {
+    let Some(db) = common::postgres_config().await else {
+        return;
+    };
+    replay(common::start_server(&db).await).await;
+}
+
+async fn replay(s: common::TestServer) {
     let app = issue_client(&s, "app", "https://app.example/", "p256", "30");
     let statement = sign(&app, &claims(&s, &app));
     let (status, _, _) = register(&s, statement.clone()).await;

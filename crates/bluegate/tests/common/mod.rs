@@ -185,3 +185,31 @@ pub async fn start_server(extra_config: &str) -> TestServer {
         _dir: dir,
     }
 }
+
+/// A fresh PostgreSQL database for one test, as a `database_url = ...` configuration line. `None` (with a
+/// message) when no server is reachable, except under `CI=true`, where that is a failure.
+pub async fn postgres_config() -> Option<String> {
+    use sqlx::Connection;
+    let base = std::env::var("BLUEGATE_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
+    let mut conn = match sqlx::PgConnection::connect(&base).await {
+        Ok(c) => c,
+        Err(e) => {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("PostgreSQL is required in CI ({base}): {e}");
+            }
+            eprintln!("SKIPPED: PostgreSQL integration test (no server at {base}: {e})");
+            return None;
+        }
+    };
+    let name = format!("bluegate_it_{}_{}", std::process::id(), free_port());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let url = match base.rfind('/') {
+        Some(i) => format!("{}/{name}", &base[..i]),
+        None => format!("{base}/{name}"),
+    };
+    Some(format!("database_url = \"{url}\""))
+}

@@ -1,0 +1,373 @@
+//! `bluegate bench`: measured performance of the hot paths against the cost of their cryptography,
+//! measured in the same run on the same machine. Each benchmark starts a real server (HTTPS, SQLite in a
+//! temporary directory) on a loopback port and drives it with a real HTTP client.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use base64::Engine;
+use bluegate_core::jose::{Alg, SigningKey};
+use bluegate_core::pki::{self, EndEntityRequest, EndEntityUsage, KeyKind};
+use bluegate_core::trust::{ChainCache, Community};
+use bluegate_core::udap::{self, StatementInput};
+use serde_json::{json, Map, Value};
+use time::OffsetDateTime;
+
+#[derive(clap::Subcommand)]
+pub enum BenchCmd {
+    /// UDAP registration: requests/s and latency with a cold and a cached certificate chain, beside the
+    /// cost of the cryptography alone (parse + path validation + one signature verification).
+    Registration {
+        /// Requests per scenario.
+        #[arg(long, default_value_t = 300)]
+        requests: usize,
+        /// Concurrent requests for the throughput figure.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
+}
+
+pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
+    match cmd {
+        BenchCmd::Registration {
+            requests,
+            concurrency,
+        } => registration(requests.max(10), concurrency.max(1)).await,
+    }
+}
+
+struct Stats {
+    per_sec: f64,
+    mean_us: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+fn stats(mut lat: Vec<Duration>, wall: Duration) -> Stats {
+    lat.sort();
+    let n = lat.len().max(1);
+    let pct = |p: f64| lat[((n as f64 * p) as usize).min(n - 1)].as_secs_f64() * 1e6;
+    Stats {
+        per_sec: n as f64 / wall.as_secs_f64(),
+        mean_us: lat.iter().map(|d| d.as_secs_f64()).sum::<f64>() / n as f64 * 1e6,
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+    }
+}
+
+fn row(name: &str, s: &Stats, baseline_us: f64) {
+    println!(
+        "{name:<44} {:>9.0}/s  mean {:>8.0} µs  p50 {:>8.0} µs  p99 {:>8.0} µs  {:>6.2}x crypto",
+        s.per_sec,
+        s.mean_us,
+        s.p50_us,
+        s.p99_us,
+        s.mean_us / baseline_us
+    );
+}
+
+/// A throwaway server: a community, TLS and metadata certificates, SQLite in a temp dir.
+pub struct BenchServer {
+    pub dir: tempfile::TempDir,
+    pub running: bluegate_server::serve::Running,
+    pub base: String,
+    pub client: reqwest::Client,
+    pub community: pki::Community,
+}
+
+pub async fn start_bench_server() -> anyhow::Result<BenchServer> {
+    let dir = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let base = format!("https://localhost:{port}");
+    let now = OffsetDateTime::now_utc();
+    let nb = now - time::Duration::hours(1);
+    let na = now + time::Duration::days(2);
+    let community = pki::create_community("Bench", KeyKind::Rsa2048, nb, na, None)?;
+    let issue = |uri: Option<String>, key: KeyKind, usage: EndEntityUsage| {
+        pki::issue_end_entity(
+            &community.intermediate_cert_pem,
+            &community.intermediate_key_pem,
+            &EndEntityRequest {
+                common_name: "bench".into(),
+                san_uris: uri.into_iter().collect(),
+                dns_names: if usage == EndEntityUsage::TlsServer {
+                    vec!["localhost".into()]
+                } else {
+                    vec![]
+                },
+                ip_addresses: vec![],
+                key,
+                not_before: nb,
+                not_after: na,
+                usage,
+            },
+        )
+    };
+    let tls = issue(None, KeyKind::P256, EndEntityUsage::TlsServer)?;
+    let meta = issue(
+        Some(format!("{base}/fhir")),
+        KeyKind::Rsa2048,
+        EndEntityUsage::UdapServer,
+    )?;
+    let p = dir.path();
+    std::fs::write(p.join("root.pem"), &community.root_cert_pem)?;
+    std::fs::write(p.join("tls-chain.pem"), &tls.chain_pem)?;
+    std::fs::write(p.join("tls-key.pem"), &tls.key_pem)?;
+    std::fs::write(p.join("meta-chain.pem"), &meta.chain_pem)?;
+    std::fs::write(p.join("meta-key.pem"), &meta.key_pem)?;
+    let config = format!(
+        "public_url = \"{base}\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\n\
+         [tls]\ncert = \"tls-chain.pem\"\nkey = \"tls-key.pem\"\n[log]\nlevel = \"error\"\n\
+         [[communities]]\nuri = \"urn:bench\"\ntrust_anchors = [\"root.pem\"]\n\
+         metadata_cert = \"meta-chain.pem\"\nmetadata_key = \"meta-key.pem\"\n"
+    );
+    std::fs::write(p.join("bluegate.toml"), config)?;
+    let cfg = bluegate_server::config::load_file(&p.join("bluegate.toml"), &Default::default())?;
+    let running = bluegate_server::serve::start(cfg).await?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in bluegate_core::certs::pem_certs(community.root_cert_pem.as_bytes())? {
+        roots.add(c.into())?;
+    }
+    let tls_cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(tls_cfg)
+        .build()?;
+    Ok(BenchServer {
+        dir,
+        running,
+        base,
+        client,
+        community,
+    })
+}
+
+struct App {
+    key: SigningKey,
+    x5c: Vec<String>,
+    uri: String,
+}
+
+fn make_app(c: &pki::Community, i: usize) -> anyhow::Result<App> {
+    let now = OffsetDateTime::now_utc();
+    let uri = format!("https://bench-app-{i}.example/");
+    let cert = pki::issue_end_entity(
+        &c.intermediate_cert_pem,
+        &c.intermediate_key_pem,
+        &EndEntityRequest {
+            common_name: "app".into(),
+            san_uris: vec![uri.clone()],
+            dns_names: vec![],
+            ip_addresses: vec![],
+            key: KeyKind::P256,
+            not_before: now - time::Duration::hours(1),
+            not_after: now + time::Duration::days(1),
+            usage: EndEntityUsage::UdapClient,
+        },
+    )?;
+    let key = SigningKey::from_pem(Some(Alg::ES256), &cert.key_pem)?;
+    let x5c = bluegate_core::certs::pem_certs(cert.chain_pem.as_bytes())?
+        .iter()
+        .map(|d| base64::engine::general_purpose::STANDARD.encode(d))
+        .collect();
+    Ok(App { key, x5c, uri })
+}
+
+fn statement(app: &App, aud: &str, n: usize) -> anyhow::Result<String> {
+    let t = OffsetDateTime::now_utc().unix_timestamp();
+    let claims = json!({
+        "iss": app.uri, "sub": app.uri, "aud": aud, "iat": t, "exp": t + 300, "jti": format!("bench-{n}-{t}"),
+        "client_name": "Bench App", "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"], "redirect_uris": ["https://bench.example/cb"],
+        "logo_uri": "https://bench.example/logo.png", "contacts": ["mailto:bench@bench.example"],
+        "token_endpoint_auth_method": "private_key_jwt", "scope": "openid patient/Patient.read",
+    });
+    let mut h = Map::new();
+    h.insert("x5c".into(), json!(app.x5c));
+    Ok(app.key.sign_compact(&h, &claims)?)
+}
+
+async fn post_all(
+    client: &reqwest::Client,
+    url: &str,
+    bodies: Vec<String>,
+    concurrency: usize,
+) -> anyhow::Result<(Vec<Duration>, Duration)> {
+    let sem = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for body in bodies {
+        let permit = sem.clone().acquire_owned().await?;
+        let client = client.clone();
+        let url = url.to_string();
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let resp = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await;
+            drop(permit);
+            let status = resp.map(|r| r.status().as_u16()).unwrap_or(0);
+            (t.elapsed(), status)
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        let (d, status) = t.await?;
+        if status != 200 && status != 201 {
+            anyhow::bail!("registration answered {status} during the benchmark");
+        }
+        lat.push(d);
+    }
+    Ok((lat, start.elapsed()))
+}
+
+async fn registration(n: usize, concurrency: usize) -> anyhow::Result<()> {
+    let server = start_bench_server().await.context("starting the server")?;
+    let url = format!("{}/oauth/register", server.base);
+    println!("preparing {n} client certificates...");
+    let apps: Vec<App> = (0..n)
+        .map(|i| make_app(&server.community, i))
+        .collect::<anyhow::Result<_>>()?;
+    let cached_app = make_app(&server.community, n + 1)?;
+    let wrap = |s: String| json!({"software_statement": s, "udap": "1"}).to_string();
+
+    // Baseline: the cryptography alone (pure core, no HTTP, no store), cold and with a warm chain cache.
+    let community = Community::builder("urn:bench")
+        .anchors_pem(server.community.root_cert_pem.as_bytes())?
+        .build()?;
+    let policy = server.running.state.registration_policy.clone();
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let stmts: Vec<String> = apps
+        .iter()
+        .enumerate()
+        .map(|(i, a)| statement(a, &url, i))
+        .collect::<anyhow::Result<_>>()?;
+    let mut cold_lat = Vec::new();
+    let t0 = Instant::now();
+    for s in &stmts {
+        let cache = ChainCache::new(4);
+        let t = Instant::now();
+        udap::validate_software_statement(
+            &StatementInput {
+                software_statement: s.clone(),
+                certifications: None,
+                udap: Some("1".into()),
+            },
+            &community,
+            &cache,
+            &policy,
+            now,
+        )
+        .map_err(|e| anyhow::anyhow!("baseline statement refused: {}", e.description))?;
+        cold_lat.push(t.elapsed());
+    }
+    let crypto_cold = stats(cold_lat, t0.elapsed());
+    let warm_cache = ChainCache::new(4);
+    let warm_stmts: Vec<String> = (0..n)
+        .map(|i| statement(&cached_app, &url, i))
+        .collect::<anyhow::Result<_>>()?;
+    let mut warm_lat = Vec::new();
+    let t0 = Instant::now();
+    for s in &warm_stmts {
+        let t = Instant::now();
+        udap::validate_software_statement(
+            &StatementInput {
+                software_statement: s.clone(),
+                certifications: None,
+                udap: Some("1".into()),
+            },
+            &community,
+            &warm_cache,
+            &policy,
+            now,
+        )
+        .map_err(|e| anyhow::anyhow!("baseline statement refused: {}", e.description))?;
+        warm_lat.push(t.elapsed());
+    }
+    let crypto_warm = stats(warm_lat, t0.elapsed());
+
+    // Over HTTPS: one request at a time (latency), then `concurrency` at a time (throughput).
+    let half = n / 2;
+    let cold_bodies: Vec<String> = stmts.iter().map(|s| wrap(s.clone())).collect();
+    let (lat, wall) = post_all(&server.client, &url, cold_bodies[..half].to_vec(), 1).await?;
+    let http_cold_1 = stats(lat, wall);
+    let (lat, wall) = post_all(
+        &server.client,
+        &url,
+        cold_bodies[half..].to_vec(),
+        concurrency,
+    )
+    .await?;
+    let http_cold_c = stats(lat, wall);
+    let cached_bodies: Vec<String> = (0..n)
+        .map(|i| statement(&cached_app, &url, n + i).map(wrap))
+        .collect::<anyhow::Result<_>>()?;
+    // The first registration of this app creates it and warms the chain cache; the rest update it.
+    post_all(&server.client, &url, cached_bodies[..1].to_vec(), 1).await?;
+    let (lat, wall) = post_all(&server.client, &url, cached_bodies[1..=half].to_vec(), 1).await?;
+    let http_warm_1 = stats(lat, wall);
+    let (lat, wall) = post_all(
+        &server.client,
+        &url,
+        cached_bodies[half + 1..].to_vec(),
+        concurrency,
+    )
+    .await?;
+    let http_warm_c = stats(lat, wall);
+
+    println!(
+        "\nUDAP registration, {n} statements per scenario, store: {}",
+        server.running.state.store.backend_name()
+    );
+    row(
+        "crypto alone, cold chain (baseline)",
+        &crypto_cold,
+        crypto_cold.mean_us,
+    );
+    row(
+        "crypto alone, cached chain (baseline)",
+        &crypto_warm,
+        crypto_warm.mean_us,
+    );
+    row(
+        "HTTPS register, cold chain, 1 at a time",
+        &http_cold_1,
+        crypto_cold.mean_us,
+    );
+    row(
+        &format!("HTTPS register, cold chain, {concurrency} at a time"),
+        &http_cold_c,
+        crypto_cold.mean_us,
+    );
+    row(
+        "HTTPS register, cached chain, 1 at a time",
+        &http_warm_1,
+        crypto_warm.mean_us,
+    );
+    row(
+        &format!("HTTPS register, cached chain, {concurrency} at a time"),
+        &http_warm_c,
+        crypto_warm.mean_us,
+    );
+    println!(
+        "\noverhead beyond the cryptography (1 at a time): cold {:.0} µs ({:.2}x of crypto), cached {:.0} µs ({:.2}x of crypto)",
+        http_cold_1.mean_us - crypto_cold.mean_us,
+        (http_cold_1.mean_us - crypto_cold.mean_us) / crypto_cold.mean_us,
+        http_warm_1.mean_us - crypto_warm.mean_us,
+        (http_warm_1.mean_us - crypto_warm.mean_us) / crypto_warm.mean_us,
+    );
+    let _ = Value::Null;
+    server.running.shutdown(Duration::from_secs(2)).await;
+    drop(server.dir);
+    Ok(())
+}
