@@ -80,7 +80,36 @@ pub fn router(state: SharedState) -> Router {
         )
         .route("/oauth/jwks", get(routes::discovery::jwks))
         .layer(public_cors);
-    let oauth = Router::new().route("/oauth/register", post(routes::register::register));
+    // Token-side endpoints answer browser apps too (smart.md T-35).
+    let token_cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([header::ACCEPT, header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(600));
+    let oauth = Router::new()
+        .route("/oauth/register", post(routes::register::register))
+        .route(
+            "/oauth/authorize",
+            get(routes::authorize::authorize_get).post(routes::authorize::authorize_post),
+        )
+        .route("/oauth/login", post(routes::authorize::login))
+        .route("/oauth/patient", post(routes::authorize::choose_patient))
+        .route("/oauth/consent", post(routes::authorize::consent))
+        .route("/account/apps", get(routes::account::show))
+        .route("/account/login", post(routes::account::account_login))
+        .route("/account/apps/revoke", post(routes::account::revoke))
+        .route("/account/logout", post(routes::account::logout))
+        .merge(
+            Router::new()
+                .route("/oauth/token", post(routes::token::token))
+                .route("/oauth/introspect", post(routes::introspect::introspect))
+                .route("/oauth/revoke", post(routes::introspect::revoke))
+                .route(
+                    "/oauth/userinfo",
+                    get(routes::introspect::userinfo).post(routes::introspect::userinfo),
+                )
+                .layer(token_cors),
+        );
     let ops = Router::new()
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
@@ -176,8 +205,14 @@ async fn normalize_errors(req: Request, next: Next) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|ct| ct.starts_with("application/json") || ct.starts_with("application/fhir+json"))
+        .map(|ct| {
+            ct.starts_with("application/json")
+                || ct.starts_with("application/fhir+json")
+                || ct.starts_with("text/html")
+        })
         .unwrap_or(false);
+    // Our own error responses (JSON, OperationOutcome, member-facing HTML pages) pass; framework
+    // rejections (plain text or no body) are rewritten.
     if is_json {
         return resp;
     }
@@ -213,7 +248,7 @@ async fn security_headers(req: Request, next: Next) -> Response {
         ));
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(
         header::STRICT_TRANSPORT_SECURITY,

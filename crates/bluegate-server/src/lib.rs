@@ -4,15 +4,18 @@
 //! state, and map errors to the wire in one place ([`error`]).
 
 pub mod app;
+pub mod client_auth;
 pub mod communities;
 pub mod config;
 pub mod demo;
 pub mod error;
 pub mod fhir_capabilities;
+pub mod pages;
 pub mod passwords;
 pub mod random;
 pub mod routes;
 pub mod serve;
+pub mod session;
 pub mod signing;
 pub mod telemetry;
 pub mod tls;

@@ -23,6 +23,13 @@ pub fn verify(password: &str, stored: &str) -> bool {
     }
 }
 
+/// A real argon2id hash of a random password, computed once, so that sign-in for an unknown username
+/// costs the same as for a known one (no user enumeration by timing).
+pub fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| hash(&crate::random::token(16)).unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -213,3 +213,24 @@ pub async fn postgres_config() -> Option<String> {
     };
     Some(format!("database_url = \"{url}\""))
 }
+
+/// Like [`https_client`], but never follows redirects (to observe them as a browser test would).
+pub fn https_client_no_redirect(root_pem: &Path) -> reqwest::Client {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(root_pem).expect("root pem") {
+        roots.add(cert.expect("root cert")).expect("root added");
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("https client")
+}
