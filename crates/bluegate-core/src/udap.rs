@@ -2,7 +2,20 @@
 //! assertions at the token endpoint (UDAP JWT-based client authentication).
 //!
 //! The validators return distinct types that only they construct, so the server can only register a client
-//! from a [`ValidatedStatement`] and only authenticate one with a [`ValidatedUdapAssertion`].
+//! from a [`ValidatedStatement`] and only authenticate one with a [`ValidatedAssertion`].
+//!
+//! Choices where the sources leave room (udap.md "Decisions" settle the rest):
+//! - `token_endpoint_auth_method` is required: `private_key_jwt`, or `client_secret_basic` in CARIN mode
+//!   for `authorization_code` clients only. Absent is refused rather than defaulted: RFC 7591's default
+//!   (`client_secret_basic`) is what UDAP forbids, and guessing `private_key_jwt` would register
+//!   something the client did not say.
+//! - `scope` is required; requested scopes are intersected with the offered ones (request order kept,
+//!   duplicates and unknown scopes dropped). An empty intersection is `invalid_client_metadata`
+//!   (UR-19: "none of the scopes grantable"), not a registration with an empty scope.
+//! - `contacts` must hold at least one `mailto:` URI (UR-10 SHALL); every entry must be a URI.
+//! - `logo_uri`, when present, must be https (required with `authorization_code`).
+//! - Certifications that do not validate are ignored (UR-22); a missing required one is
+//!   `unapproved_software_statement`, and the description says why a supplied one did not count.
 
 use std::sync::Arc;
 
@@ -11,6 +24,17 @@ use serde_json::{Map, Value};
 
 use crate::jose::{self, Alg, JoseError, TimeRules};
 use crate::trust::{ChainCache, Community, TrustError, ValidatedLeaf};
+
+/// Algorithms accepted for every UDAP JWT (UC-6).
+pub const ALGS: [Alg; 4] = [Alg::RS256, Alg::RS384, Alg::ES256, Alg::ES384];
+/// Longest lifetime (`exp - iat`) of a software statement or a client assertion, in seconds.
+pub const MAX_STATEMENT_LIFETIME: i64 = 300;
+/// Longest lifetime of a certification (UR-22: three years).
+pub const MAX_CERTIFICATION_LIFETIME: i64 = 3 * 366 * 86_400;
+/// Most certifications read from one registration request.
+pub const MAX_CERTIFICATIONS: usize = 16;
+const MAX_JTI: usize = 256;
+const MAX_CLIENT_NAME: usize = 200;
 
 /// What the registration endpoint received.
 #[derive(Debug, Clone)]
@@ -25,7 +49,7 @@ pub struct StatementInput {
 pub struct RegistrationPolicy {
     /// `aud` must equal this exactly.
     pub registration_endpoint: String,
-    /// Clock-skew leeway in seconds (≤ 60).
+    /// Clock-skew leeway in seconds (clamped to 0..=60).
     pub leeway: i64,
     /// Scopes the server offers; requested scopes are intersected with these.
     pub scopes_offered: Vec<String>,
@@ -35,6 +59,7 @@ pub struct RegistrationPolicy {
     pub required_certifications: Vec<String>,
 }
 
+/// RFC 7591 §3.2.2 error codes, as udap.md decision 5 assigns them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum RegistrationErrorCode {
     InvalidSoftwareStatement,
@@ -54,7 +79,10 @@ impl RegistrationErrorCode {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A refused registration: the wire `error` and an `error_description` written for the client's
+/// developer (it names the rule, never key material or server internals).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {description}", code.as_str())]
 pub struct RegistrationError {
     pub code: RegistrationErrorCode,
     pub description: String,
@@ -75,75 +103,123 @@ fn invalid_metadata(d: impl Into<String>) -> RegistrationError {
     err(RegistrationErrorCode::InvalidClientMetadata, d)
 }
 
+fn invalid_redirect(d: impl Into<String>) -> RegistrationError {
+    err(RegistrationErrorCode::InvalidRedirectUri, d)
+}
+
 /// Registered client metadata, as validated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ClientMetadata {
     pub client_name: String,
     pub grant_types: Vec<String>,
+    /// `["code"]` with `authorization_code`, empty otherwise.
     pub response_types: Vec<String>,
+    /// Exactly as sent (compared by exact string match later).
     pub redirect_uris: Vec<String>,
     pub token_endpoint_auth_method: String,
+    /// The granted scopes: the requested ones that are offered, space-separated, never empty.
     pub scope: String,
+    /// The scope string as requested.
+    pub requested_scope: String,
     pub contacts: Vec<String>,
     pub logo_uri: Option<String>,
+    /// Certification URIs carried by valid certifications.
+    pub certification_uris: Vec<String>,
 }
 
+// Built once per registration and matched by value by the server: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StatementKind {
     Register(ClientMetadata),
-    /// `grant_types: []`: cancel the registration of this `iss` in this community.
+    /// `grant_types: []`: cancel the registration of this `iss` in this community (UR-21).
     Cancel,
 }
+
+/// Seals the validated types: only this module constructs them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Sealed;
 
 /// A software statement that passed every rule. Only [`validate_software_statement`] constructs it.
 #[derive(Debug, Clone)]
 pub struct ValidatedStatement {
+    /// The client URI (a URI SAN of the leaf).
     pub iss: String,
+    /// For the replay check in the store (per `iss`, kept until `exp`).
     pub jti: String,
     pub exp: i64,
+    /// The community the certificate chained to.
     pub community: String,
     pub leaf: Arc<ValidatedLeaf>,
     pub kind: StatementKind,
+    /// The statement exactly as received, to echo in the response (RFC 7591 §3.2.1).
     pub raw_statement: String,
+    _sealed: Sealed,
 }
 
-const ALGS: [Alg; 4] = Alg::ALL;
-
-fn trust_error(e: TrustError) -> RegistrationError {
+fn trust_error(what: &str, e: TrustError) -> RegistrationError {
+    let code = match e {
+        // A certificate that does not even parse is a malformed statement, not an untrusted one.
+        TrustError::Malformed(_) | TrustError::ChainTooLong => {
+            RegistrationErrorCode::InvalidSoftwareStatement
+        }
+        _ => RegistrationErrorCode::UnapprovedSoftwareStatement,
+    };
     err(
-        RegistrationErrorCode::UnapprovedSoftwareStatement,
-        format!("the certificate is not trusted here: {e}"),
+        code,
+        format!("{what}: the x5c certificate is not accepted: {e}"),
     )
 }
 
-fn jose_statement_error(e: JoseError) -> RegistrationError {
-    invalid_statement(format!("software_statement: {e}"))
+/// A description of a JOSE failure that does not reflect attacker-chosen text.
+fn jose_text(e: &JoseError) -> String {
+    match e {
+        JoseError::UnsupportedAlg(_) => "alg must be one of RS256, RS384, ES256, ES384".to_string(),
+        JoseError::KeyMismatch => {
+            "alg does not match the key type of the x5c leaf certificate".to_string()
+        }
+        JoseError::BadSignature => {
+            "the signature does not verify with the x5c leaf certificate's key".to_string()
+        }
+        other => other.to_string(),
+    }
 }
 
-/// Signature, chain and identity checks shared by statements and certifications: returns the claims and
-/// the validated leaf.
+/// Parse, take `x5c`, validate the chain (cached), verify the signature with the leaf's key.
 fn verify_x5c_jwt(
     token: &str,
+    what: &str,
     community: &Community,
     cache: &ChainCache,
     now: i64,
 ) -> Result<(Map<String, Value>, Arc<ValidatedLeaf>), RegistrationError> {
-    let parsed = jose::parse_compact(token, &ALGS).map_err(jose_statement_error)?;
+    let bad = |e: JoseError| invalid_statement(format!("{what}: {}", jose_text(&e)));
+    let parsed = jose::parse_compact(token, &ALGS).map_err(bad)?;
     if parsed.header().x5c.is_none() {
-        return Err(invalid_statement("the JWT header must carry x5c"));
+        return Err(invalid_statement(format!(
+            "{what}: the JWS header must carry x5c (the certificate chain, leaf first)"
+        )));
     }
-    let x5c = parsed.x5c_der().map_err(jose_statement_error)?;
+    let x5c = parsed.x5c_der().map_err(bad)?;
     let leaf = cache
         .validate_cached(community, &x5c, now)
-        .map_err(trust_error)?;
-    let verified = parsed
-        .verify_with_spki(&leaf.spki_der)
-        .map_err(jose_statement_error)?;
+        .map_err(|e| trust_error(what, e))?;
+    let verified = parsed.verify_with_spki(&leaf.spki_der).map_err(bad)?;
     Ok((verified.into_claims(), leaf))
 }
 
-fn str_claim<'a>(c: &'a Map<String, Value>, k: &'static str) -> Option<&'a str> {
+fn str_claim<'a>(c: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
     c.get(k).and_then(Value::as_str)
+}
+
+fn int_claim(c: &Map<String, Value>, k: &str) -> Option<i64> {
+    c.get(k).and_then(Value::as_i64)
+}
+
+fn jti_claim(c: &Map<String, Value>) -> Option<String> {
+    str_claim(c, "jti")
+        .filter(|j| !j.is_empty() && j.len() <= MAX_JTI)
+        .map(str::to_string)
 }
 
 fn string_array(
@@ -168,10 +244,19 @@ fn string_array(
 fn https_url(u: &str) -> Option<url::Url> {
     url::Url::parse(u)
         .ok()
-        .filter(|x| x.scheme() == "https" && x.host_str().is_some())
+        .filter(|x| x.scheme() == "https" && x.host_str().is_some_and(|h| !h.is_empty()))
 }
 
-/// Validate a registration request against one community (udap.md UR-*, decisions 1, 4, 5).
+fn time_rules(now: i64, leeway: i64, max_lifetime: i64) -> TimeRules {
+    TimeRules {
+        now,
+        leeway: leeway.clamp(0, 60),
+        max_lifetime: Some(max_lifetime),
+    }
+}
+
+/// Validate a registration request against one community (udap.md UJ-*, UR-*, decisions 1, 4, 5).
+/// The `jti` replay check is the caller's (the store): use [`ValidatedStatement::jti`] and `exp`.
 pub fn validate_software_statement(
     input: &StatementInput,
     community: &Community,
@@ -182,8 +267,15 @@ pub fn validate_software_statement(
     if input.udap.as_deref() != Some("1") {
         return Err(invalid_statement("the request must carry \"udap\": \"1\""));
     }
-    let (claims, leaf) = verify_x5c_jwt(&input.software_statement, community, cache, now)?;
+    let (claims, leaf) = verify_x5c_jwt(
+        &input.software_statement,
+        "software_statement",
+        community,
+        cache,
+        now,
+    )?;
     let iss = str_claim(&claims, "iss")
+        .filter(|i| !i.is_empty())
         .ok_or_else(|| invalid_statement("iss is required"))?
         .to_string();
     if str_claim(&claims, "sub") != Some(iss.as_str()) {
@@ -191,7 +283,7 @@ pub fn validate_software_statement(
     }
     if !leaf.san_uris.contains(&iss) {
         return Err(invalid_statement(
-            "iss must equal a uniformResourceIdentifier SAN of the signing certificate",
+            "iss must equal a uniformResourceIdentifier SAN of the x5c leaf certificate (exact match)",
         ));
     }
     if !jose::audience_contains(&claims, &policy.registration_endpoint) {
@@ -200,30 +292,26 @@ pub fn validate_software_statement(
             policy.registration_endpoint
         )));
     }
+    if int_claim(&claims, "iat").is_none() {
+        return Err(invalid_statement("iat is required (a number)"));
+    }
+    let exp =
+        int_claim(&claims, "exp").ok_or_else(|| invalid_statement("exp is required (a number)"))?;
     jose::check_time_claims(
         &claims,
-        &TimeRules {
-            now,
-            leeway: policy.leeway,
-            max_lifetime: Some(300),
-        },
+        &time_rules(now, policy.leeway, MAX_STATEMENT_LIFETIME),
     )
-    .map_err(jose_statement_error)?;
-    let jti = str_claim(&claims, "jti")
-        .filter(|j| !j.is_empty() && j.len() <= 256)
-        .ok_or_else(|| invalid_statement("jti is required"))?
-        .to_string();
-    let exp = claims
-        .get("exp")
-        .and_then(Value::as_i64)
-        .ok_or_else(|| invalid_statement("exp must be a number"))?;
-    check_certifications(input, community, cache, policy, &iss, now)?;
+    .map_err(|e| invalid_statement(format!("software_statement: {}", jose_text(&e))))?;
+    let jti = jti_claim(&claims)
+        .ok_or_else(|| invalid_statement("jti is required (1 to 256 characters)"))?;
     let grant_types = string_array(&claims, "grant_types")?
         .ok_or_else(|| invalid_metadata("grant_types is required"))?;
     let kind = if grant_types.is_empty() {
         StatementKind::Cancel
     } else {
-        StatementKind::Register(client_metadata(&claims, grant_types, policy)?)
+        let mut meta = client_metadata(&claims, grant_types, policy)?;
+        meta.certification_uris = check_certifications(input, community, cache, policy, &iss, now)?;
+        StatementKind::Register(meta)
     };
     Ok(ValidatedStatement {
         iss,
@@ -233,7 +321,42 @@ pub fn validate_software_statement(
         leaf,
         kind,
         raw_statement: input.software_statement.clone(),
+        _sealed: Sealed,
     })
+}
+
+/// The grant-type rules of UR-11 (also used for certifications).
+fn check_grant_types(grant_types: &[String]) -> Result<(), RegistrationError> {
+    for g in grant_types {
+        if !matches!(
+            g.as_str(),
+            "authorization_code" | "refresh_token" | "client_credentials"
+        ) {
+            return Err(invalid_metadata(format!(
+                "unsupported grant type `{}`",
+                g.chars().take(64).collect::<String>()
+            )));
+        }
+    }
+    let has = |g: &str| grant_types.iter().any(|x| x == g);
+    if has("authorization_code") && has("client_credentials") {
+        return Err(invalid_metadata(
+            "authorization_code and client_credentials cannot be registered together",
+        ));
+    }
+    if has("refresh_token") && !has("authorization_code") {
+        return Err(invalid_metadata(
+            "refresh_token is only allowed together with authorization_code",
+        ));
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    for g in grant_types {
+        if seen.contains(&g.as_str()) {
+            return Err(invalid_metadata("grant_types lists a grant type twice"));
+        }
+        seen.push(g);
+    }
+    Ok(())
 }
 
 fn client_metadata(
@@ -241,37 +364,24 @@ fn client_metadata(
     grant_types: Vec<String>,
     policy: &RegistrationPolicy,
 ) -> Result<ClientMetadata, RegistrationError> {
-    for g in &grant_types {
-        if !matches!(
-            g.as_str(),
-            "authorization_code" | "refresh_token" | "client_credentials"
-        ) {
-            return Err(invalid_metadata(format!("unsupported grant type `{g}`")));
+    check_grant_types(&grant_types)?;
+    let auth_code = grant_types.iter().any(|g| g == "authorization_code");
+    let client_name = match claims.get("client_name") {
+        Some(Value::String(n)) if !n.trim().is_empty() && n.chars().count() <= MAX_CLIENT_NAME => {
+            n.clone()
         }
-    }
-    let has = |g: &str| grant_types.iter().any(|x| x == g);
-    let auth_code = has("authorization_code");
-    if auth_code && has("client_credentials") {
-        return Err(invalid_metadata(
-            "authorization_code and client_credentials cannot be registered together",
-        ));
-    }
-    if has("refresh_token") && !auth_code {
-        return Err(invalid_metadata(
-            "refresh_token is only allowed with authorization_code",
-        ));
-    }
-    let client_name = str_claim(claims, "client_name")
-        .map(str::trim)
-        .filter(|n| !n.is_empty() && n.len() <= 200)
-        .ok_or_else(|| invalid_metadata("client_name is required (1 to 200 characters)"))?
-        .to_string();
+        _ => {
+            return Err(invalid_metadata(
+                "client_name is required (a non-empty string of at most 200 characters)",
+            ))
+        }
+    };
     let response_types = string_array(claims, "response_types")?;
     let redirect_uris = string_array(claims, "redirect_uris")?;
     let logo_uri = match claims.get("logo_uri") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => return Err(invalid_metadata("logo_uri must be a string")),
+        Some(Value::String(s)) if https_url(s).is_some() => Some(s.clone()),
+        Some(_) => return Err(invalid_metadata("logo_uri must be an absolute https URL")),
     };
     let (response_types, redirect_uris) = if auth_code {
         if response_types.as_deref() != Some(&["code".to_string()][..]) {
@@ -279,28 +389,21 @@ fn client_metadata(
                 "response_types must be [\"code\"] with authorization_code",
             ));
         }
-        let uris = redirect_uris.filter(|u| !u.is_empty()).ok_or_else(|| {
-            err(
-                RegistrationErrorCode::InvalidRedirectUri,
-                "redirect_uris is required with authorization_code",
-            )
-        })?;
+        let uris = redirect_uris
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| invalid_redirect("redirect_uris is required with authorization_code"))?;
         for u in &uris {
-            let ok = https_url(u).is_some_and(|x| x.fragment().is_none());
+            let ok = https_url(u).is_some_and(|x| x.fragment().is_none()) && !u.contains('#');
             if !ok {
-                return Err(err(
-                    RegistrationErrorCode::InvalidRedirectUri,
-                    format!("redirect URI `{u}` must be an absolute https URI without a fragment"),
+                return Err(invalid_redirect(
+                    "every redirect URI must be an absolute https URI without a fragment",
                 ));
             }
         }
-        match &logo_uri {
-            Some(l) if https_url(l).is_some() => {}
-            _ => {
-                return Err(invalid_metadata(
-                    "logo_uri (an https URL) is required with authorization_code",
-                ))
-            }
+        if logo_uri.is_none() {
+            return Err(invalid_metadata(
+                "logo_uri (an https URL) is required with authorization_code",
+            ));
         }
         (vec!["code".to_string()], uris)
     } else {
@@ -310,45 +413,46 @@ fn client_metadata(
             ));
         }
         if redirect_uris.is_some_and(|r| !r.is_empty()) {
-            return Err(err(
-                RegistrationErrorCode::InvalidRedirectUri,
-                "redirect_uris must be omitted for client_credentials",
+            return Err(invalid_redirect(
+                "redirect_uris must be omitted without authorization_code",
             ));
         }
         (Vec::new(), Vec::new())
     };
-    let method = str_claim(claims, "token_endpoint_auth_method")
-        .ok_or_else(|| invalid_metadata("token_endpoint_auth_method is required"))?;
-    match method {
-        "private_key_jwt" => {}
-        "client_secret_basic" if policy.carin_mode && auth_code => {}
-        "client_secret_basic" => {
+    let method = match str_claim(claims, "token_endpoint_auth_method") {
+        Some("private_key_jwt") => "private_key_jwt",
+        Some("client_secret_basic") if policy.carin_mode && auth_code => "client_secret_basic",
+        Some("client_secret_basic") => {
             return Err(invalid_metadata(
-                "client_secret_basic is not accepted here; use private_key_jwt",
+                "token_endpoint_auth_method client_secret_basic is not accepted here; use private_key_jwt",
             ))
         }
-        other => {
-            return Err(invalid_metadata(format!(
-                "token_endpoint_auth_method `{other}` is not supported"
-            )))
+        Some(_) => {
+            return Err(invalid_metadata(
+                "token_endpoint_auth_method must be private_key_jwt",
+            ))
         }
-    }
-    let requested =
-        str_claim(claims, "scope").ok_or_else(|| invalid_metadata("scope is required"))?;
-    let scope = requested
-        .split_whitespace()
-        .filter(|s| policy.scopes_offered.iter().any(|o| o == s))
-        .fold(Vec::<&str>::new(), |mut acc, s| {
-            if !acc.contains(&s) {
-                acc.push(s);
-            }
-            acc
-        })
-        .join(" ");
-    let contacts = string_array(claims, "contacts")?.unwrap_or_default();
-    if contacts.is_empty() || !contacts.iter().any(|c| c.starts_with("mailto:")) {
+        None => {
+            return Err(invalid_metadata(
+                "token_endpoint_auth_method is required (private_key_jwt)",
+            ))
+        }
+    };
+    let requested = str_claim(claims, "scope")
+        .ok_or_else(|| invalid_metadata("scope is required (space-separated scopes)"))?;
+    let scope = intersect_scopes(requested, &policy.scopes_offered);
+    if scope.is_empty() {
         return Err(invalid_metadata(
-            "contacts must include at least one mailto: address",
+            "none of the requested scopes is offered by this server (see scopes_supported)",
+        ));
+    }
+    let contacts = string_array(claims, "contacts")?.unwrap_or_default();
+    if contacts.iter().any(|c| url::Url::parse(c).is_err()) {
+        return Err(invalid_metadata("contacts must be an array of URIs"));
+    }
+    if !contacts.iter().any(|c| c.starts_with("mailto:")) {
+        return Err(invalid_metadata(
+            "contacts must include at least one mailto: URI",
         ));
     }
     Ok(ClientMetadata {
@@ -358,67 +462,230 @@ fn client_metadata(
         redirect_uris,
         token_endpoint_auth_method: method.to_string(),
         scope,
+        requested_scope: requested.to_string(),
         contacts,
         logo_uri,
+        certification_uris: Vec::new(),
     })
 }
 
-/// UDAP certifications: each is an x5c JWT in the same community, about the same `iss`; required
-/// certification URIs must all be covered.
+/// The requested scopes that are offered, in request order, without duplicates.
+pub fn intersect_scopes(requested: &str, offered: &[String]) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for s in requested.split_whitespace() {
+        if offered.iter().any(|o| o == s) && !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    out.join(" ")
+}
+
+/// One certification (UR-22): x5c chain to the community, signature, `iss` a SAN of its signer, `sub` the
+/// client URI, `aud` (if present) the registration endpoint, `exp` ≤ `iat` + 3 years, `jti`,
+/// `certification_uris`, and `grant_types` (if present) per UR-11. Returns its certification URIs.
+fn check_certification(
+    token: &str,
+    community: &Community,
+    cache: &ChainCache,
+    policy: &RegistrationPolicy,
+    client_uri: &str,
+    now: i64,
+) -> Result<Vec<String>, RegistrationError> {
+    let (claims, leaf) = verify_x5c_jwt(token, "certification", community, cache, now)?;
+    let bad = |d: &str| invalid_statement(format!("certification: {d}"));
+    let iss = str_claim(&claims, "iss").ok_or_else(|| bad("iss is required"))?;
+    if !leaf.san_uris.iter().any(|u| u == iss) {
+        return Err(bad(
+            "iss must equal a URI SAN of the certification's signing certificate",
+        ));
+    }
+    if str_claim(&claims, "sub") != Some(client_uri) {
+        return Err(bad("sub must equal the software statement's iss"));
+    }
+    if claims.contains_key("aud")
+        && !jose::audience_contains(&claims, &policy.registration_endpoint)
+    {
+        return Err(bad(
+            "aud, when present, must name this registration endpoint",
+        ));
+    }
+    if int_claim(&claims, "iat").is_none() {
+        return Err(bad("iat is required"));
+    }
+    jose::check_time_claims(
+        &claims,
+        &time_rules(now, policy.leeway, MAX_CERTIFICATION_LIFETIME),
+    )
+    .map_err(|e| bad(&jose_text(&e)))?;
+    if jti_claim(&claims).is_none() {
+        return Err(bad("jti is required"));
+    }
+    if let Some(g) = string_array(&claims, "grant_types")
+        .map_err(|_| bad("grant_types must be an array of strings"))?
+    {
+        check_grant_types(&g).map_err(|e| bad(&e.description))?;
+    }
+    match string_array(&claims, "certification_uris") {
+        Ok(Some(uris)) if !uris.is_empty() => Ok(uris),
+        _ => Err(bad("certification_uris must be a non-empty array of URIs")),
+    }
+}
+
+/// Validate the certifications that came with the request; invalid ones are ignored (UR-22), but every
+/// required certification URI must be carried by a valid one.
 fn check_certifications(
     input: &StatementInput,
     community: &Community,
     cache: &ChainCache,
     policy: &RegistrationPolicy,
-    iss: &str,
+    client_uri: &str,
     now: i64,
-) -> Result<(), RegistrationError> {
+) -> Result<Vec<String>, RegistrationError> {
+    let certifications = input.certifications.as_deref().unwrap_or_default();
+    if certifications.len() > MAX_CERTIFICATIONS {
+        return Err(invalid_metadata(format!(
+            "at most {MAX_CERTIFICATIONS} certifications are accepted"
+        )));
+    }
     let mut covered: Vec<String> = Vec::new();
-    for cert_jwt in input.certifications.iter().flatten() {
-        let (claims, _) = verify_x5c_jwt(cert_jwt, community, cache, now)
-            .map_err(|e| invalid_statement(format!("certification: {}", e.description)))?;
-        jose::check_time_claims(
-            &claims,
-            &TimeRules {
-                now,
-                leeway: policy.leeway,
-                max_lifetime: None,
-            },
-        )
-        .map_err(|e| invalid_statement(format!("certification: {e}")))?;
-        if str_claim(&claims, "sub") != Some(iss) {
-            return Err(invalid_statement(
-                "certification: sub must equal the software statement's iss",
-            ));
-        }
-        if let Some(uris) = claims.get("certification_uris").and_then(Value::as_array) {
-            covered.extend(uris.iter().filter_map(Value::as_str).map(str::to_string));
+    let mut first_problem: Option<String> = None;
+    for token in certifications {
+        match check_certification(token, community, cache, policy, client_uri, now) {
+            Ok(uris) => {
+                for u in uris {
+                    if !covered.contains(&u) {
+                        covered.push(u);
+                    }
+                }
+            }
+            Err(e) => {
+                first_problem.get_or_insert(e.description);
+            }
         }
     }
     for required in &policy.required_certifications {
         if !covered.contains(required) {
-            return Err(err(
-                RegistrationErrorCode::UnapprovedSoftwareStatement,
-                format!("the certification {required} is required in this community"),
-            ));
+            let mut d = format!("the certification {required} is required by this server");
+            if let Some(p) = &first_problem {
+                d.push_str(&format!(
+                    "; a certification supplied was not accepted ({p})"
+                ));
+            }
+            return Err(err(RegistrationErrorCode::UnapprovedSoftwareStatement, d));
         }
     }
-    Ok(())
+    Ok(covered)
 }
 
-/// A UDAP client assertion that passed every rule.
+/// What the token endpoint knows when it checks a UDAP client assertion (udap.md UA-5..UA-7).
+#[derive(Debug, Clone, Copy)]
+pub struct AssertionContext<'a> {
+    /// The registered client's `client_id` (= the assertion's `iss` and `sub`).
+    pub client_id: &'a str,
+    /// The client URI it registered with (its certificate's SAN must still be this one).
+    pub registered_iss: &'a str,
+    /// The token endpoint URL (= `aud`).
+    pub token_endpoint: &'a str,
+    /// Clock-skew leeway in seconds (clamped to 0..=60).
+    pub leeway: i64,
+}
+
+/// Why a client assertion was refused (always `invalid_client` on the wire, UA-8).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AssertionError {
+    #[error("{0}")]
+    Jose(String),
+    #[error("the JWS header must carry x5c")]
+    MissingX5c,
+    #[error("the x5c certificate is not accepted: {0}")]
+    Certificate(TrustError),
+    #[error("the certificate's URI SAN is not the one the client registered with")]
+    WrongSan,
+    #[error("iss and sub must both equal the client_id")]
+    WrongIssuer,
+    #[error("aud must be the token endpoint")]
+    WrongAudience,
+    #[error("iat is required")]
+    MissingIat,
+    #[error("jti is required (1 to 256 characters)")]
+    MissingJti,
+    #[error("extensions must be a JSON object")]
+    BadExtensions,
+}
+
+/// A UDAP client assertion that passed every rule. Only [`validate_client_assertion`] constructs it.
+/// The `jti` replay check (per client, until `exp`) is the caller's.
 #[derive(Debug, Clone)]
-pub struct ValidatedUdapAssertion {
+pub struct ValidatedAssertion {
+    pub client_id: String,
     pub jti: String,
     pub exp: i64,
-    /// The `extensions` claim (e.g. `hl7-b2b`), if any.
+    /// The `extensions` claim (e.g. `hl7-b2b`, see [`check_hl7_b2b`]), if any.
     pub extensions: Option<Map<String, Value>>,
+    pub leaf: Arc<ValidatedLeaf>,
+    _sealed: Sealed,
 }
 
-/// UDAP JWT client authentication (udap.md UA-*): alg allow-list, `x5c` chained to the client's community
-/// with the leaf's URI SAN equal to the registered `iss` (the registered certificate or a renewal with the
-/// same SAN, decision 6), `iss` = `sub` = `client_id`, `aud` = the token endpoint, `exp` ≤ 5 minutes after
-/// `iat`, a `jti` (replay is checked by the caller in the store).
+/// Former name of [`ValidatedAssertion`].
+pub type ValidatedUdapAssertion = ValidatedAssertion;
+
+/// UDAP JWT client authentication (udap.md UA-5..UA-7): alg allow-list, `x5c` chained to the client's
+/// community with a leaf URI SAN equal to the registered `iss` (the registered certificate or a renewal
+/// with the same SAN, decision 6), signature by the leaf, `iss` = `sub` = `client_id`, `aud` = the token
+/// endpoint, `exp` in the future and ≤ 300 s after `iat`, a `jti`, and `extensions` an object if present.
+pub fn validate_client_assertion(
+    assertion: &str,
+    community: &Community,
+    cache: &ChainCache,
+    ctx: &AssertionContext<'_>,
+    now: i64,
+) -> Result<ValidatedAssertion, AssertionError> {
+    let bad = |e: JoseError| AssertionError::Jose(jose_text(&e));
+    let parsed = jose::parse_compact(assertion, &ALGS).map_err(bad)?;
+    if parsed.header().x5c.is_none() {
+        return Err(AssertionError::MissingX5c);
+    }
+    let x5c = parsed.x5c_der().map_err(bad)?;
+    let leaf = cache
+        .validate_cached(community, &x5c, now)
+        .map_err(AssertionError::Certificate)?;
+    if !leaf.san_uris.iter().any(|u| u == ctx.registered_iss) {
+        return Err(AssertionError::WrongSan);
+    }
+    let verified = parsed.verify_with_spki(&leaf.spki_der).map_err(bad)?;
+    let claims = verified.claims();
+    if str_claim(claims, "iss") != Some(ctx.client_id)
+        || str_claim(claims, "sub") != Some(ctx.client_id)
+    {
+        return Err(AssertionError::WrongIssuer);
+    }
+    if !jose::audience_contains(claims, ctx.token_endpoint) {
+        return Err(AssertionError::WrongAudience);
+    }
+    if int_claim(claims, "iat").is_none() {
+        return Err(AssertionError::MissingIat);
+    }
+    jose::check_time_claims(claims, &time_rules(now, ctx.leeway, MAX_STATEMENT_LIFETIME))
+        .map_err(bad)?;
+    let exp =
+        int_claim(claims, "exp").ok_or(AssertionError::Jose("exp must be a number".into()))?;
+    let jti = jti_claim(claims).ok_or(AssertionError::MissingJti)?;
+    let extensions = match claims.get("extensions") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(m)) => Some(m.clone()),
+        Some(_) => return Err(AssertionError::BadExtensions),
+    };
+    Ok(ValidatedAssertion {
+        client_id: ctx.client_id.to_string(),
+        jti,
+        exp,
+        extensions,
+        leaf,
+        _sealed: Sealed,
+    })
+}
+
+/// [`validate_client_assertion`] with positional arguments and a text error (kept for existing callers).
 #[allow(clippy::too_many_arguments)]
 pub fn validate_udap_assertion(
     assertion: &str,
@@ -429,40 +696,25 @@ pub fn validate_udap_assertion(
     token_endpoint: &str,
     now: i64,
     leeway: i64,
-) -> Result<ValidatedUdapAssertion, String> {
-    let parsed = jose::parse_compact(assertion, &ALGS).map_err(|e| e.to_string())?;
-    let x5c = parsed.x5c_der().map_err(|e| e.to_string())?;
-    let leaf = cache
-        .validate_cached(community, &x5c, now)
-        .map_err(|e| format!("certificate: {e}"))?;
-    if !leaf.san_uris.iter().any(|u| u == registered_iss) {
-        return Err("the certificate's URI SAN is not the registered one".into());
-    }
-    let verified = parsed
-        .verify_with_spki(&leaf.spki_der)
-        .map_err(|e| e.to_string())?;
-    let checked = crate::tokens::check_assertion_claims(
-        verified.claims(),
-        client_id,
-        token_endpoint,
+) -> Result<ValidatedAssertion, String> {
+    validate_client_assertion(
+        assertion,
+        community,
+        cache,
+        &AssertionContext {
+            client_id,
+            registered_iss,
+            token_endpoint,
+            leeway,
+        },
         now,
-        leeway,
     )
-    .map_err(|e| e.to_string())?;
-    let extensions = match verified.claims().get("extensions") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(m)) => Some(m.clone()),
-        Some(_) => return Err("extensions must be a JSON object".into()),
-    };
-    Ok(ValidatedUdapAssertion {
-        jti: checked.jti,
-        exp: checked.exp,
-        extensions,
-    })
+    .map_err(|e| e.to_string())
 }
 
 /// The `hl7-b2b` authorization extension (UDAP B2B §5.2.1.1): `version` "1", `organization_id` (a URI),
-/// `purpose_of_use` (a non-empty array of codes). Returns a description of what is wrong.
+/// `purpose_of_use` (a non-empty array of codes; bare codes such as `SYSDEV` are accepted). Returns a
+/// description of what is wrong.
 pub fn check_hl7_b2b(ext: &Value) -> Result<(), String> {
     let obj = ext
         .as_object()
@@ -475,17 +727,17 @@ pub fn check_hl7_b2b(ext: &Value) -> Result<(), String> {
         _ => return Err("hl7-b2b organization_id must be a URI".into()),
     }
     match obj.get("purpose_of_use").and_then(Value::as_array) {
-        Some(p) if !p.is_empty() && p.iter().all(Value::is_string) => Ok(()),
+        Some(p) if !p.is_empty() && p.iter().all(|v| v.as_str().is_some_and(|s| !s.is_empty())) => {
+            Ok(())
+        }
         _ => Err("hl7-b2b purpose_of_use must be a non-empty array of codes".into()),
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::jose::SigningKey;
-    use crate::pki::{IssuedCert, KeyKind};
-    use crate::trust::testpki::{x5c, TestCommunity};
+    use crate::trust::testpki::{x5c, Issued, Kind, TestCommunity};
     use base64::Engine;
     use serde_json::json;
 
@@ -521,14 +773,14 @@ mod tests {
 
     struct Fixture {
         t: TestCommunity,
-        leaf: IssuedCert,
+        leaf: Issued,
         key: SigningKey,
     }
 
-    fn fixture(kind: KeyKind) -> Fixture {
+    fn fixture(kind: Kind) -> Fixture {
         let t = TestCommunity::new(kind);
         let leaf = t.leaf(Some(APP), kind, -1, 10);
-        let alg = if kind == KeyKind::P256 {
+        let alg = if kind == Kind::P256 {
             Alg::ES256
         } else {
             Alg::RS256
@@ -568,7 +820,7 @@ mod tests {
 
     #[test]
     fn valid_statements_register() {
-        for kind in [KeyKind::P256, KeyKind::Rsa2048] {
+        for kind in [Kind::P256, Kind::Rsa2048] {
             let f = fixture(kind);
             let v = run(&f, &claims()).unwrap();
             assert_eq!(v.iss, APP);
@@ -584,7 +836,7 @@ mod tests {
 
     #[test]
     fn cancellation() {
-        let f = fixture(KeyKind::P256);
+        let f = fixture(Kind::P256);
         let mut c = claims();
         c["grant_types"] = json!([]);
         assert_eq!(run(&f, &c).unwrap().kind, StatementKind::Cancel);
@@ -593,7 +845,7 @@ mod tests {
     #[test]
     fn statement_rules() {
         use RegistrationErrorCode::*;
-        let f = fixture(KeyKind::P256);
+        let f = fixture(Kind::P256);
         type Change = Box<dyn Fn(&mut Value)>;
         let cases: Vec<(&str, Change, RegistrationErrorCode)> = vec![
             (
@@ -778,7 +1030,7 @@ mod tests {
 
     #[test]
     fn carin_mode_decides_client_secret_basic() {
-        let f = fixture(KeyKind::P256);
+        let f = fixture(Kind::P256);
         let mut c = claims();
         c["token_endpoint_auth_method"] = json!("client_secret_basic");
         assert!(run(&f, &c).is_ok());
@@ -801,7 +1053,7 @@ mod tests {
 
     #[test]
     fn signature_chain_and_envelope() {
-        let f = fixture(KeyKind::P256);
+        let f = fixture(Kind::P256);
         // Signed by another key than the x5c leaf.
         let other = SigningKey::generate(Alg::ES256).unwrap();
         let mut h = Map::new();
@@ -845,7 +1097,7 @@ mod tests {
             RegistrationErrorCode::InvalidSoftwareStatement
         );
         // Untrusted community.
-        let stranger = fixture(KeyKind::P256);
+        let stranger = fixture(Kind::P256);
         let input = StatementInput {
             software_statement: sign(&stranger, &claims()),
             certifications: None,
@@ -911,7 +1163,7 @@ mod tests {
 
     #[test]
     fn random_input_never_panics() {
-        let f = fixture(KeyKind::P256);
+        let f = fixture(Kind::P256);
         let c = f.t.community(&[]);
         let cache = ChainCache::new(4);
         let mut x: u64 = 0x9e3779b97f4a7c15;
@@ -957,7 +1209,7 @@ mod tests {
 
     #[test]
     fn udap_assertions() {
-        let f = fixture(KeyKind::Rsa2048);
+        let f = fixture(Kind::Rsa2048);
         let c = f.t.community(&[]);
         let cache = ChainCache::new(4);
         let ep = "https://as.example/oauth/token";
@@ -1009,5 +1261,748 @@ mod tests {
             &json!({"version": "1", "organization_id": "https://o/", "purpose_of_use": []})
         )
         .is_err());
+    }
+
+    fn input(statement: String) -> StatementInput {
+        StatementInput {
+            software_statement: statement,
+            certifications: None,
+            udap: Some("1".into()),
+        }
+    }
+
+    fn with_header(f: &Fixture, key: &SigningKey, c: &Value) -> String {
+        let mut h = Map::new();
+        let chain: Vec<String> = x5c(&f.leaf)
+            .iter()
+            .map(|d| base64::engine::general_purpose::STANDARD.encode(d))
+            .collect();
+        h.insert("x5c".into(), json!(chain));
+        key.sign_compact(&h, c).unwrap()
+    }
+
+    fn b64(v: &Value) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    }
+
+    #[test]
+    fn algorithms_and_envelope() {
+        let f = fixture(Kind::Rsa2048);
+        let c = f.t.community(&[]);
+        let cache = ChainCache::new(8);
+        let chain: Vec<String> = x5c(&f.leaf)
+            .iter()
+            .map(|d| base64::engine::general_purpose::STANDARD.encode(d))
+            .collect();
+        // alg none, HS256 (HMAC keyed with public material), unknown alg, crit.
+        for header in [
+            json!({"alg": "none", "x5c": chain}),
+            json!({"alg": "HS256", "x5c": chain}),
+            json!({"alg": "PS256", "x5c": chain}),
+            json!({"alg": "RS256", "x5c": chain, "crit": ["exp"]}),
+        ] {
+            let token = format!("{}.{}.AAAA", b64(&header), b64(&claims()));
+            let r = validate_software_statement(&input(token), &c, &cache, &policy(), now());
+            assert_eq!(
+                code(r),
+                RegistrationErrorCode::InvalidSoftwareStatement,
+                "{header}"
+            );
+        }
+        let token = format!(
+            "{}.{}.",
+            b64(&json!({"alg": "none", "x5c": chain})),
+            b64(&claims())
+        );
+        assert!(validate_software_statement(&input(token), &c, &cache, &policy(), now()).is_err());
+        // ES256 header over the RSA leaf's chain.
+        let ec = SigningKey::generate(Alg::ES256).unwrap();
+        let r = validate_software_statement(
+            &input(with_header(&f, &ec, &claims())),
+            &c,
+            &cache,
+            &policy(),
+            now(),
+        );
+        let e = r.unwrap_err();
+        assert_eq!(e.code, RegistrationErrorCode::InvalidSoftwareStatement);
+        assert!(e.description.contains("key type"), "{}", e.description);
+        // RS256 signed by another RSA key (the Inferno negative test).
+        let other = SigningKey::generate(Alg::RS256).unwrap();
+        let e = validate_software_statement(
+            &input(with_header(&f, &other, &claims())),
+            &c,
+            &cache,
+            &policy(),
+            now(),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, RegistrationErrorCode::InvalidSoftwareStatement);
+        // udap must be "1".
+        for udap in [None, Some("2".to_string()), Some("".to_string())] {
+            let i = StatementInput {
+                software_statement: sign(&f, &claims()),
+                certifications: None,
+                udap,
+            };
+            assert_eq!(
+                code(validate_software_statement(
+                    &i,
+                    &c,
+                    &cache,
+                    &policy(),
+                    now()
+                )),
+                RegistrationErrorCode::InvalidSoftwareStatement
+            );
+        }
+        // x5c entries that are not certificates: a malformed statement.
+        let token = format!(
+            "{}.{}.AAAA",
+            b64(&json!({"alg": "RS256", "x5c": ["AAAA"]})),
+            b64(&claims())
+        );
+        assert_eq!(
+            code(validate_software_statement(
+                &input(token),
+                &c,
+                &cache,
+                &policy(),
+                now()
+            )),
+            RegistrationErrorCode::InvalidSoftwareStatement
+        );
+        // Descriptions leak no key material or internals.
+        let e = validate_software_statement(
+            &input(with_header(&f, &other, &claims())),
+            &c,
+            &cache,
+            &policy(),
+            now(),
+        )
+        .unwrap_err();
+        assert!(!e.description.contains("BEGIN") && !e.description.contains("/src/"));
+    }
+
+    #[test]
+    fn p384_es384_and_inferno_shaped_statements() {
+        let t = TestCommunity::new(Kind::P384);
+        let leaf = t.leaf(Some(APP), Kind::P384, -1, 10);
+        let key = SigningKey::from_pem(Some(Alg::ES384), &leaf.key_pem).unwrap();
+        let f = Fixture { t, leaf, key };
+        assert!(run(&f, &claims()).is_ok());
+        // What the UDAP test kit sends for client_credentials (test-kits.md §A.2): logo_uri included.
+        let f = fixture(Kind::Rsa2048);
+        let t0 = now();
+        let cc = json!({"iss": APP, "sub": APP, "aud": REG, "iat": t0, "exp": t0 + 300,
+            "jti": "a".repeat(64), "client_name": "Inferno UDAP Client Credentials Test Client",
+            "contacts": ["mailto:inferno@groups.mitre.org"],
+            "logo_uri": "https://inferno-framework.github.io/assets/inferno_logo.png",
+            "grant_types": ["client_credentials"], "token_endpoint_auth_method": "private_key_jwt",
+            "scope": "system/Patient.read"});
+        let v = run(&f, &cc).unwrap();
+        let StatementKind::Register(m) = v.kind else {
+            panic!("not a registration")
+        };
+        assert_eq!(m.grant_types, vec!["client_credentials"]);
+        assert!(m.redirect_uris.is_empty() && m.response_types.is_empty());
+        assert_eq!(v.jti, "a".repeat(64));
+        assert_eq!(v.exp, t0 + 300);
+        assert_eq!(v.leaf.san_uris, vec![APP]);
+        // The kit's first negative test: iss = sub = "invalid_iss".
+        let mut bad = cc.clone();
+        bad["iss"] = json!("invalid_iss");
+        bad["sub"] = json!("invalid_iss");
+        assert_eq!(
+            code(run(&f, &bad)),
+            RegistrationErrorCode::InvalidSoftwareStatement
+        );
+    }
+
+    #[test]
+    fn more_statement_rules() {
+        use RegistrationErrorCode::*;
+        let f = fixture(Kind::P256);
+        let t0 = now();
+        type Change = Box<dyn Fn(&mut Value)>;
+        let cases: Vec<(&str, Change, RegistrationErrorCode)> = vec![
+            (
+                "iat in the future",
+                Box::new(move |c| {
+                    c["iat"] = json!(t0 + 200);
+                    c["exp"] = json!(t0 + 400);
+                }),
+                InvalidSoftwareStatement,
+            ),
+            (
+                "exp not a number",
+                Box::new(|c| {
+                    c["exp"] = json!("soon");
+                }),
+                InvalidSoftwareStatement,
+            ),
+            (
+                "no exp",
+                Box::new(|c| {
+                    c.as_object_mut().unwrap().remove("exp");
+                }),
+                InvalidSoftwareStatement,
+            ),
+            (
+                "empty jti",
+                Box::new(|c| {
+                    c["jti"] = json!("");
+                }),
+                InvalidSoftwareStatement,
+            ),
+            (
+                "long jti",
+                Box::new(|c| {
+                    c["jti"] = json!("j".repeat(257));
+                }),
+                InvalidSoftwareStatement,
+            ),
+            (
+                "aud array without us",
+                Box::new(|c| {
+                    c["aud"] = json!(["https://x/"]);
+                }),
+                InvalidSoftwareStatement,
+            ),
+            (
+                "SAN differs in case",
+                Box::new(|c| {
+                    c["iss"] = json!("https://APP.example/");
+                    c["sub"] = json!("https://APP.example/");
+                }),
+                InvalidSoftwareStatement,
+            ),
+            (
+                "duplicate grant",
+                Box::new(|c| {
+                    c["grant_types"] = json!(["authorization_code", "authorization_code"]);
+                }),
+                InvalidClientMetadata,
+            ),
+            (
+                "grant_types not array",
+                Box::new(|c| {
+                    c["grant_types"] = json!("authorization_code");
+                }),
+                InvalidClientMetadata,
+            ),
+            (
+                "refresh with cc",
+                Box::new(|c| {
+                    c["grant_types"] = json!(["client_credentials", "refresh_token"]);
+                }),
+                InvalidClientMetadata,
+            ),
+            (
+                "client_name missing",
+                Box::new(|c| {
+                    c.as_object_mut().unwrap().remove("client_name");
+                }),
+                InvalidClientMetadata,
+            ),
+            (
+                "client_name number",
+                Box::new(|c| {
+                    c["client_name"] = json!(7);
+                }),
+                InvalidClientMetadata,
+            ),
+            (
+                "response_types missing",
+                Box::new(|c| {
+                    c.as_object_mut().unwrap().remove("response_types");
+                }),
+                InvalidClientMetadata,
+            ),
+            (
+                "response_types two",
+                Box::new(|c| {
+                    c["response_types"] = json!(["code", "token"]);
+                }),
+                InvalidClientMetadata,
+            ),
+            (
+                "empty redirect list",
+                Box::new(|c| {
+                    c["redirect_uris"] = json!([]);
+                }),
+                InvalidRedirectUri,
+            ),
+            (
+                "one bad redirect",
+                Box::new(|c| {
+                    c["redirect_uris"] = json!(["https://app.example/cb", "app://cb"]);
+                }),
+                InvalidRedirectUri,
+            ),
+            (
+                "empty fragment",
+                Box::new(|c| {
+                    c["redirect_uris"] = json!(["https://app.example/cb#"]);
+                }),
+                InvalidRedirectUri,
+            ),
+            (
+                "not a uri",
+                Box::new(|c| {
+                    c["redirect_uris"] = json!(["https//app"]);
+                }),
+                InvalidRedirectUri,
+            ),
+            (
+                "logo relative",
+                Box::new(|c| {
+                    c["logo_uri"] = json!("/logo.png");
+                }),
+                InvalidClientMetadata,
+            ),
+            (
+                "no auth method",
+                Box::new(|c| {
+                    c.as_object_mut()
+                        .unwrap()
+                        .remove("token_endpoint_auth_method");
+                }),
+                InvalidClientMetadata,
+            ),
+            (
+                "secret post",
+                Box::new(|c| {
+                    c["token_endpoint_auth_method"] = json!("client_secret_post");
+                }),
+                InvalidClientMetadata,
+            ),
+            (
+                "unknown scopes only",
+                Box::new(|c| {
+                    c["scope"] = json!("patient/Unknown.read");
+                }),
+                InvalidClientMetadata,
+            ),
+            (
+                "empty scope",
+                Box::new(|c| {
+                    c["scope"] = json!("");
+                }),
+                InvalidClientMetadata,
+            ),
+            (
+                "contacts not uris",
+                Box::new(|c| {
+                    c["contacts"] = json!(["dev at app"]);
+                }),
+                InvalidClientMetadata,
+            ),
+            (
+                "contacts no mailto",
+                Box::new(|c| {
+                    c["contacts"] = json!(["https://app.example/contact"]);
+                }),
+                InvalidClientMetadata,
+            ),
+            (
+                "contacts not array",
+                Box::new(|c| {
+                    c["contacts"] = json!("mailto:a@b");
+                }),
+                InvalidClientMetadata,
+            ),
+        ];
+        for (name, change, expected) in cases {
+            let mut c = claims();
+            change(&mut c);
+            assert_eq!(code(run(&f, &c)), expected, "{name}");
+        }
+        // Client credentials: http logo, response_types, client_secret_basic (even in CARIN mode).
+        let cc = || {
+            let mut c = claims();
+            c["grant_types"] = json!(["client_credentials"]);
+            for k in ["response_types", "redirect_uris"] {
+                c.as_object_mut().unwrap().remove(k);
+            }
+            c["scope"] = json!("system/Patient.read");
+            c
+        };
+        assert!(run(&f, &cc()).is_ok());
+        let mut c = cc();
+        c["logo_uri"] = json!("http://app.example/l.png");
+        assert_eq!(code(run(&f, &c)), InvalidClientMetadata);
+        let mut c = cc();
+        c["response_types"] = json!(["code"]);
+        assert_eq!(code(run(&f, &c)), InvalidClientMetadata);
+        let mut c = cc();
+        c["token_endpoint_auth_method"] = json!("client_secret_basic");
+        assert_eq!(code(run(&f, &c)), InvalidClientMetadata);
+        // Lifetime exactly 300 s and aud as an array containing the endpoint are fine.
+        let mut c = claims();
+        c["aud"] = json!([REG, "https://other/"]);
+        assert!(run(&f, &c).is_ok());
+        // Cancellation needs no metadata at all.
+        let t1 = now();
+        let cancel = json!({"iss": APP, "sub": APP, "aud": REG, "iat": t1, "exp": t1 + 60, "jti": "x", "grant_types": []});
+        assert_eq!(run(&f, &cancel).unwrap().kind, StatementKind::Cancel);
+    }
+
+    #[test]
+    fn scope_intersection_keeps_order_and_drops_unknown() {
+        let offered: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(intersect_scopes("c x a c  b", &offered), "c a b");
+        assert_eq!(intersect_scopes("x y", &offered), "");
+        let f = fixture(Kind::P256);
+        let mut c = claims();
+        c["scope"] = json!("patient/Patient.read unknown openid patient/Patient.read");
+        let StatementKind::Register(m) = run(&f, &c).unwrap().kind else {
+            panic!("not a registration")
+        };
+        assert_eq!(m.scope, "patient/Patient.read openid");
+        assert_eq!(
+            m.requested_scope,
+            "patient/Patient.read unknown openid patient/Patient.read"
+        );
+    }
+
+    #[test]
+    fn trust_failures_are_unapproved_and_cached_successes_reused() {
+        let f = fixture(Kind::P256);
+        let c = f.t.community(&[]);
+        let cache = ChainCache::new(8);
+        let a =
+            validate_software_statement(&input(sign(&f, &claims())), &c, &cache, &policy(), now())
+                .unwrap();
+        let b =
+            validate_software_statement(&input(sign(&f, &claims())), &c, &cache, &policy(), now())
+                .unwrap();
+        assert!(Arc::ptr_eq(&a.leaf, &b.leaf));
+        assert_eq!(cache.len(), 1);
+        // Expired certificate: unapproved (decision 5), and not cached.
+        let expired = f.t.leaf(Some(APP), Kind::P256, -10, -1);
+        let key = SigningKey::from_pem(Some(Alg::ES256), &expired.key_pem).unwrap();
+        let old = Fixture {
+            t: TestCommunity::new(Kind::P256),
+            leaf: expired,
+            key,
+        };
+        let e = validate_software_statement(
+            &input(sign(&old, &claims())),
+            &c,
+            &cache,
+            &policy(),
+            now(),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, RegistrationErrorCode::UnapprovedSoftwareStatement);
+        assert!(e.description.contains("expired"), "{}", e.description);
+        assert_eq!(cache.len(), 1);
+        // Revoked certificate.
+        let crl = f.t.inter.crl(&[&f.leaf.serial], 1, -1, 1);
+        let revoking = f.t.community(&[crl]);
+        let e = validate_software_statement(
+            &input(sign(&f, &claims())),
+            &revoking,
+            &cache,
+            &policy(),
+            now(),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, RegistrationErrorCode::UnapprovedSoftwareStatement);
+        assert!(e.description.contains("revoked"), "{}", e.description);
+    }
+
+    #[test]
+    fn certifications() {
+        use RegistrationErrorCode::*;
+        let f = fixture(Kind::P256);
+        let c = f.t.community(&[]);
+        let cache = ChainCache::new(8);
+        let mut p = policy();
+        p.required_certifications = vec!["https://cert.example/c1".into()];
+        let t0 = now();
+        let good = json!({"iss": APP, "sub": APP, "iat": t0, "exp": t0 + 86_400, "jti": "c1",
+            "certification_name": "Test", "certification_uris": ["https://cert.example/c1"], "grant_types": ["authorization_code"]});
+        let reg = |certs: Vec<String>, p: &RegistrationPolicy| {
+            validate_software_statement(
+                &StatementInput {
+                    software_statement: sign(&f, &claims()),
+                    certifications: Some(certs),
+                    udap: Some("1".into()),
+                },
+                &c,
+                &cache,
+                p,
+                now(),
+            )
+        };
+        let v = reg(vec![sign(&f, &good)], &p).unwrap();
+        let StatementKind::Register(m) = v.kind else {
+            panic!()
+        };
+        assert_eq!(m.certification_uris, vec!["https://cert.example/c1"]);
+        type Change = Box<dyn Fn(&mut Value)>;
+        let broken: Vec<(&str, Change)> = vec![
+            (
+                "iss not a SAN of the signer",
+                Box::new(|x| {
+                    x["iss"] = json!("https://certifier.example/");
+                }),
+            ),
+            (
+                "sub not the client",
+                Box::new(|x| {
+                    x["sub"] = json!("https://someone/");
+                }),
+            ),
+            (
+                "aud elsewhere",
+                Box::new(|x| {
+                    x["aud"] = json!("https://other-as/register");
+                }),
+            ),
+            (
+                "too long",
+                Box::new(move |x| {
+                    x["exp"] = json!(t0 + 4 * 366 * 86_400);
+                }),
+            ),
+            (
+                "no iat",
+                Box::new(|x| {
+                    x.as_object_mut().unwrap().remove("iat");
+                }),
+            ),
+            (
+                "no jti",
+                Box::new(|x| {
+                    x.as_object_mut().unwrap().remove("jti");
+                }),
+            ),
+            (
+                "no uris",
+                Box::new(|x| {
+                    x.as_object_mut().unwrap().remove("certification_uris");
+                }),
+            ),
+            (
+                "bad grants",
+                Box::new(|x| {
+                    x["grant_types"] = json!(["authorization_code", "client_credentials"]);
+                }),
+            ),
+            (
+                "expired",
+                Box::new(move |x| {
+                    x["iat"] = json!(t0 - 1000);
+                    x["exp"] = json!(t0 - 500);
+                }),
+            ),
+        ];
+        for (name, change) in broken {
+            let mut x = good.clone();
+            change(&mut x);
+            let e = reg(vec![sign(&f, &x)], &p).unwrap_err();
+            assert_eq!(e.code, UnapprovedSoftwareStatement, "{name}");
+            assert!(
+                e.description.contains("not accepted"),
+                "{name}: {}",
+                e.description
+            );
+            // Not required: an invalid certification is ignored.
+            assert!(reg(vec![sign(&f, &x)], &policy()).is_ok(), "{name}");
+        }
+        // Garbage and certifications from another community are ignored too.
+        assert!(reg(vec!["junk".into()], &policy()).is_ok());
+        let stranger = fixture(Kind::P256);
+        assert_eq!(
+            reg(vec![sign(&stranger, &good)], &p).unwrap_err().code,
+            UnapprovedSoftwareStatement
+        );
+        // A valid one next to an invalid one suffices.
+        assert!(reg(vec!["junk".into(), sign(&f, &good)], &p).is_ok());
+        assert_eq!(
+            reg(vec![sign(&f, &good); MAX_CERTIFICATIONS + 1], &p)
+                .unwrap_err()
+                .code,
+            InvalidClientMetadata
+        );
+    }
+
+    #[test]
+    fn client_assertion_rules() {
+        let f = fixture(Kind::Rsa2048);
+        let c = f.t.community(&[]);
+        let cache = ChainCache::new(8);
+        let ep = "https://as.example/oauth/token";
+        let ctx = AssertionContext {
+            client_id: "cid",
+            registered_iss: APP,
+            token_endpoint: ep,
+            leeway: 60,
+        };
+        let t0 = now();
+        let good =
+            json!({"iss": "cid", "sub": "cid", "aud": ep, "iat": t0, "exp": t0 + 300, "jti": "a1"});
+        let v = validate_client_assertion(&sign(&f, &good), &c, &cache, &ctx, t0).unwrap();
+        assert_eq!(
+            (v.client_id.as_str(), v.jti.as_str(), v.exp),
+            ("cid", "a1", t0 + 300)
+        );
+        assert!(v.extensions.is_none());
+        assert_eq!(v.leaf.san_uris, vec![APP]);
+        type Change = Box<dyn Fn(&mut Value)>;
+        let cases: Vec<(&str, Change, AssertionError)> = vec![
+            (
+                "iss",
+                Box::new(|x| {
+                    x["iss"] = json!(APP);
+                }),
+                AssertionError::WrongIssuer,
+            ),
+            (
+                "sub",
+                Box::new(|x| {
+                    x["sub"] = json!("other");
+                }),
+                AssertionError::WrongIssuer,
+            ),
+            (
+                "aud",
+                Box::new(|x| {
+                    x["aud"] = json!("https://as.example/oauth/register");
+                }),
+                AssertionError::WrongAudience,
+            ),
+            (
+                "no iat",
+                Box::new(|x| {
+                    x.as_object_mut().unwrap().remove("iat");
+                }),
+                AssertionError::MissingIat,
+            ),
+            (
+                "no jti",
+                Box::new(|x| {
+                    x.as_object_mut().unwrap().remove("jti");
+                }),
+                AssertionError::MissingJti,
+            ),
+            (
+                "ext",
+                Box::new(|x| {
+                    x["extensions"] = json!(["hl7-b2b"]);
+                }),
+                AssertionError::BadExtensions,
+            ),
+        ];
+        for (name, change, expected) in cases {
+            let mut x = good.clone();
+            change(&mut x);
+            assert_eq!(
+                validate_client_assertion(&sign(&f, &x), &c, &cache, &ctx, t0).unwrap_err(),
+                expected,
+                "{name}"
+            );
+        }
+        let mut long = good.clone();
+        long["exp"] = json!(t0 + 301);
+        assert!(matches!(
+            validate_client_assertion(&sign(&f, &long), &c, &cache, &ctx, t0),
+            Err(AssertionError::Jose(_))
+        ));
+        assert!(matches!(
+            validate_client_assertion(&sign(&f, &good), &c, &cache, &ctx, t0 + 400),
+            Err(AssertionError::Jose(_))
+        ));
+        // Another registered iss, another community, another signer, no x5c.
+        let other_iss = AssertionContext {
+            registered_iss: "https://someone-else/",
+            ..ctx
+        };
+        assert_eq!(
+            validate_client_assertion(&sign(&f, &good), &c, &cache, &other_iss, t0).unwrap_err(),
+            AssertionError::WrongSan
+        );
+        let stranger = fixture(Kind::Rsa2048);
+        assert!(matches!(
+            validate_client_assertion(&sign(&stranger, &good), &c, &cache, &ctx, t0),
+            Err(AssertionError::Certificate(_))
+        ));
+        let forger = SigningKey::generate(Alg::RS256).unwrap();
+        assert!(matches!(
+            validate_client_assertion(&with_header(&f, &forger, &good), &c, &cache, &ctx, t0),
+            Err(AssertionError::Jose(_))
+        ));
+        let bare = f.key.sign_compact(&Map::new(), &good).unwrap();
+        assert_eq!(
+            validate_client_assertion(&bare, &c, &cache, &ctx, t0).unwrap_err(),
+            AssertionError::MissingX5c
+        );
+        // A renewed certificate with the same SAN in the same community is accepted (decision 6).
+        let renewed = f.t.leaf(Some(APP), Kind::P256, -1, 20);
+        let key = SigningKey::from_pem(Some(Alg::ES256), &renewed.key_pem).unwrap();
+        let r = Fixture {
+            t: TestCommunity::new(Kind::P256),
+            leaf: renewed,
+            key,
+        };
+        assert!(validate_client_assertion(&sign(&r, &good), &c, &cache, &ctx, t0).is_ok());
+        // B2B extension returned to the caller.
+        let mut b2b = good.clone();
+        b2b["extensions"] = json!({"hl7-b2b": {"version": "1", "organization_id": "https://inferno-framework.github.io/", "purpose_of_use": ["SYSDEV"]}});
+        let v = validate_client_assertion(&sign(&f, &b2b), &c, &cache, &ctx, t0).unwrap();
+        check_hl7_b2b(&v.extensions.unwrap()["hl7-b2b"]).unwrap();
+        assert!(check_hl7_b2b(
+            &json!({"version": "1", "organization_id": "https://o/", "purpose_of_use": [""]})
+        )
+        .is_err());
+        assert!(check_hl7_b2b(&json!("x")).is_err());
+    }
+
+    #[test]
+    fn random_assertions_never_panic() {
+        let f = fixture(Kind::P256);
+        let c = f.t.community(&[]);
+        let cache = ChainCache::new(4);
+        let ctx = AssertionContext {
+            client_id: "cid",
+            registered_iss: APP,
+            token_endpoint: "https://t/",
+            leeway: 60,
+        };
+        let mut x: u64 = 0xdead_beef_cafe_f00d;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let chain: Vec<String> = x5c(&f.leaf)
+            .iter()
+            .map(|d| base64::engine::general_purpose::STANDARD.encode(d))
+            .collect();
+        for i in 0..2000 {
+            let header = match i % 4 {
+                0 => json!({"alg": "ES256", "x5c": chain}),
+                1 => {
+                    json!({"alg": "ES256", "x5c": [chain[0].chars().take((next() % 400) as usize).collect::<String>()]})
+                }
+                2 => json!({"alg": ["ES256"], "x5c": 5}),
+                _ => json!({"alg": "RS256", "x5c": [], "kid": null}),
+            };
+            let claims = json!({"iss": next() % 3, "exp": (next() % 10) as i64 - 5, "jti": null});
+            let sig: Vec<u8> = (0..(next() % 80)).map(|_| next() as u8).collect();
+            let token = format!(
+                "{}.{}.{}",
+                b64(&header),
+                b64(&claims),
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig)
+            );
+            assert!(validate_client_assertion(&token, &c, &cache, &ctx, now()).is_err());
+            let i2 = input(token);
+            assert!(validate_software_statement(&i2, &c, &cache, &policy(), now()).is_err());
+        }
     }
 }

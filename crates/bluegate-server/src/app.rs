@@ -32,6 +32,7 @@ pub struct AppState {
     /// Trust anchors, CRLs and chain caches per community, in configuration order.
     pub trust: Vec<crate::trust_runtime::TrustRuntime>,
     pub registration_policy: bluegate_core::udap::RegistrationPolicy,
+    pub audit: crate::audit::AuditSink,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 

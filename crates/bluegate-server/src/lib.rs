@@ -4,6 +4,7 @@
 //! state, and map errors to the wire in one place ([`error`]).
 
 pub mod app;
+pub mod audit;
 pub mod client_auth;
 pub mod communities;
 pub mod config;

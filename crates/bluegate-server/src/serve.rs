@@ -84,6 +84,7 @@ pub async fn build_state(config: Config) -> Result<SharedState, StartError> {
         tracing::info!(kids = ?created, "created signing keys");
     }
     let signing = Signing::load(store.as_ref(), now).await?;
+    let audit = crate::audit::AuditSink::start(store.clone());
     Ok(Arc::new(AppState {
         config,
         endpoints,
@@ -92,6 +93,7 @@ pub async fn build_state(config: Config) -> Result<SharedState, StartError> {
         communities,
         trust,
         registration_policy,
+        audit,
         metrics: crate::telemetry::prometheus(),
     }))
 }
@@ -111,6 +113,7 @@ impl Running {
         self.handle.graceful_shutdown(Some(grace));
         let _ = self.server.await;
         self.upkeep.abort();
+        self.state.audit.flush().await;
     }
 
     /// Wait until the server stops by itself (it only does on an I/O error).

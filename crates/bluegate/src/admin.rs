@@ -337,13 +337,10 @@ async fn client_add(args: ClientAddArgs) -> anyhow::Result<()> {
         }
         secret_hash = Some(secrets::hash_client_secret(&secret));
         metadata["token_endpoint_auth_method"] = json!("client_secret_basic");
-    } else if let Some(uri) = &args.jwks_uri {
-        let u = url::Url::parse(uri).context("--jwks-uri is not an absolute URL")?;
-        if u.scheme() != "https" {
-            bail!("--jwks-uri must be https");
-        }
-        metadata["token_endpoint_auth_method"] = json!("private_key_jwt");
-        metadata["jwks_uri"] = json!(uri);
+    } else if args.jwks_uri.is_some() {
+        // The server does not fetch client key sets from URLs yet; registering such a client would leave
+        // it unable to authenticate.
+        bail!("--jwks-uri is not supported yet: download the JWKS and pass it with --jwks-file");
     } else if let Some(path) = &args.jwks_file {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;

@@ -26,6 +26,17 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
     },
+    /// Token endpoint (authorization_code grant): requests/s and latency for client_secret_basic and for
+    /// UDAP private_key_jwt with an x5c RS256 assertion, beside the cryptography alone (assertion
+    /// verification with a cached chain + access-token signature).
+    Token {
+        /// Requests per scenario.
+        #[arg(long, default_value_t = 300)]
+        requests: usize,
+        /// Concurrent requests for the throughput figure.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
 }
 
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
@@ -34,17 +45,21 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             requests,
             concurrency,
         } => registration(requests.max(10), concurrency.max(1)).await,
+        BenchCmd::Token {
+            requests,
+            concurrency,
+        } => crate::bench_token::token(requests.max(10), concurrency.max(1)).await,
     }
 }
 
-struct Stats {
-    per_sec: f64,
-    mean_us: f64,
-    p50_us: f64,
-    p99_us: f64,
+pub struct Stats {
+    pub per_sec: f64,
+    pub mean_us: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
 }
 
-fn stats(mut lat: Vec<Duration>, wall: Duration) -> Stats {
+pub fn stats(mut lat: Vec<Duration>, wall: Duration) -> Stats {
     lat.sort();
     let n = lat.len().max(1);
     let pct = |p: f64| lat[((n as f64 * p) as usize).min(n - 1)].as_secs_f64() * 1e6;
@@ -56,7 +71,7 @@ fn stats(mut lat: Vec<Duration>, wall: Duration) -> Stats {
     }
 }
 
-fn row(name: &str, s: &Stats, baseline_us: f64) {
+pub fn row(name: &str, s: &Stats, baseline_us: f64) {
     println!(
         "{name:<44} {:>9.0}/s  mean {:>8.0} µs  p50 {:>8.0} µs  p99 {:>8.0} µs  {:>6.2}x crypto",
         s.per_sec,
@@ -149,13 +164,17 @@ pub async fn start_bench_server() -> anyhow::Result<BenchServer> {
     })
 }
 
-struct App {
-    key: SigningKey,
-    x5c: Vec<String>,
-    uri: String,
+pub struct App {
+    pub key: SigningKey,
+    pub x5c: Vec<String>,
+    pub uri: String,
 }
 
-fn make_app(c: &pki::Community, i: usize) -> anyhow::Result<App> {
+pub fn make_app(c: &pki::Community, i: usize) -> anyhow::Result<App> {
+    make_app_with(c, i, KeyKind::P256)
+}
+
+pub fn make_app_with(c: &pki::Community, i: usize, kind: KeyKind) -> anyhow::Result<App> {
     let now = OffsetDateTime::now_utc();
     let uri = format!("https://bench-app-{i}.example/");
     let cert = pki::issue_end_entity(
@@ -166,13 +185,18 @@ fn make_app(c: &pki::Community, i: usize) -> anyhow::Result<App> {
             san_uris: vec![uri.clone()],
             dns_names: vec![],
             ip_addresses: vec![],
-            key: KeyKind::P256,
+            key: kind,
             not_before: now - time::Duration::hours(1),
             not_after: now + time::Duration::days(1),
             usage: EndEntityUsage::UdapClient,
         },
     )?;
-    let key = SigningKey::from_pem(Some(Alg::ES256), &cert.key_pem)?;
+    let alg = if kind == KeyKind::P256 {
+        Alg::ES256
+    } else {
+        Alg::RS256
+    };
+    let key = SigningKey::from_pem(Some(alg), &cert.key_pem)?;
     let x5c = bluegate_core::certs::pem_certs(cert.chain_pem.as_bytes())?
         .iter()
         .map(|d| base64::engine::general_purpose::STANDARD.encode(d))
@@ -194,7 +218,7 @@ fn statement(app: &App, aud: &str, n: usize) -> anyhow::Result<String> {
     Ok(app.key.sign_compact(&h, &claims)?)
 }
 
-async fn post_all(
+pub async fn post_all(
     client: &reqwest::Client,
     url: &str,
     bodies: Vec<String>,

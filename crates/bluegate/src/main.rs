@@ -2,6 +2,7 @@
 
 mod admin;
 mod bench;
+mod bench_token;
 mod pki_cmd;
 mod serve_cmd;
 

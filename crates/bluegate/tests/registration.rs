@@ -177,13 +177,11 @@ async fn register_update_cancel(s: common::TestServer, backend: &str) {
         assert_eq!(client.status, bluegate_store::ClientStatus::Cancelled);
     }
     // The audit log has the story.
-    let events = s
-        .running
-        .state
-        .store
-        .list_audit(50, Some("client."))
-        .await
-        .unwrap();
+    let events = common::audit_events(
+        &s.running.state.store,
+        &["client.registered", "client.updated", "client.cancelled"],
+    )
+    .await;
     let names: Vec<&str> = events.iter().map(|e| e.event.event.as_str()).collect();
     for n in ["client.registered", "client.updated", "client.cancelled"] {
         assert!(names.contains(&n), "{n} not audited: {names:?}");

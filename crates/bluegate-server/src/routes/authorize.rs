@@ -175,9 +175,7 @@ pub async fn audit(
         remote_addr: remote.map(|r| r.ip().to_string()),
         detail,
     };
-    if let Err(err) = state.store.append_audit(&e).await {
-        tracing::error!(error = %err, event, "audit write failed");
-    }
+    state.audit.record(e).await;
 }
 
 /// `GET|POST {authorization_endpoint}`.

@@ -349,7 +349,5 @@ async fn audit(
         remote_addr,
         detail,
     };
-    if let Err(err) = state.store.append_audit(&e).await {
-        tracing::error!(error = %err, event, "audit write failed");
-    }
+    state.audit.record(e).await;
 }

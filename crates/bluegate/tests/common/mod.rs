@@ -234,3 +234,22 @@ pub fn https_client_no_redirect(root_pem: &Path) -> reqwest::Client {
         .build()
         .expect("https client")
 }
+
+/// The audit trail is written off the request path; wait (up to 5 s) until every `wanted` event name is
+/// in it, and return all events.
+pub async fn audit_events(
+    store: &std::sync::Arc<dyn bluegate_store::Store>,
+    wanted: &[&str],
+) -> Vec<bluegate_store::AuditRecord> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let events = store.list_audit(1000, None).await.expect("audit readable");
+        let all = wanted
+            .iter()
+            .all(|w| events.iter().any(|e| e.event.event == *w));
+        if all || std::time::Instant::now() > deadline {
+            return events;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,319 @@
+//! `bluegate bench token`: the token endpoint's authorization_code grant, for a client_secret_basic client
+//! and a UDAP private_key_jwt client (x5c, RS256), against the cost of the cryptography alone.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bluegate_core::jose::{self, Alg};
+use bluegate_core::pki::KeyKind;
+use bluegate_core::secrets;
+use bluegate_core::tokens::{self, AccessClaims};
+use bluegate_core::trust::{ChainCache, Community};
+use bluegate_store::{ClientRecord, ClientStatus, CodeRecord, GrantRecord};
+use serde_json::{json, Map};
+use time::OffsetDateTime;
+
+use crate::bench::{make_app_with, row, start_bench_server, stats, BenchServer, Stats};
+
+const REDIRECT: &str = "https://bench.example/cb";
+
+async fn mint_codes(
+    server: &BenchServer,
+    client_id: &str,
+    n: usize,
+) -> anyhow::Result<Vec<String>> {
+    let store = &server.running.state.store;
+    let now = OffsetDateTime::now_utc();
+    let mut codes = Vec::with_capacity(n);
+    for i in 0..n {
+        let grant = GrantRecord {
+            id: format!("bench-grant-{client_id}-{i}"),
+            client_id: client_id.to_string(),
+            member_id: Some("bench-member".into()),
+            patient: Some("bench-patient".into()),
+            scope: "launch/patient patient/ExplanationOfBenefit.read".into(),
+            created_at: now,
+            expires_at: None,
+            revoked_at: None,
+            data: json!({"fhir_user": "Patient/bench-patient"}),
+        };
+        store.insert_grant(&grant).await?;
+        let code = format!(
+            "bench-code-{client_id}-{i}-{}",
+            bluegate_server::random::token(16)
+        );
+        store
+            .insert_code(&CodeRecord {
+                code_hash: secrets::token_hash(&code),
+                client_id: client_id.to_string(),
+                grant_id: Some(grant.id.clone()),
+                expires_at: now + time::Duration::minutes(30),
+                payload: json!({"redirect_uri": REDIRECT, "scope": grant.scope, "patient": grant.patient,
+                                "member_id": "bench-member", "aud": server.running.state.endpoints.fhir_base}),
+            })
+            .await?;
+        codes.push(code);
+    }
+    Ok(codes)
+}
+
+async fn post_forms(
+    client: &reqwest::Client,
+    url: &str,
+    bodies: Vec<String>,
+    basic: Option<(String, String)>,
+    concurrency: usize,
+) -> anyhow::Result<(Vec<Duration>, Duration)> {
+    let sem = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for body in bodies {
+        let permit = sem.clone().acquire_owned().await?;
+        let (client, url, basic) = (client.clone(), url.to_string(), basic.clone());
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let mut req = client
+                .post(&url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body);
+            if let Some((u, p)) = basic {
+                req = req.basic_auth(u, Some(p));
+            }
+            let status = req.send().await.map(|r| r.status().as_u16()).unwrap_or(0);
+            drop(permit);
+            (t.elapsed(), status)
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        let (d, status) = t.await?;
+        if status != 200 {
+            anyhow::bail!("the token endpoint answered {status} during the benchmark");
+        }
+        lat.push(d);
+    }
+    Ok((lat, start.elapsed()))
+}
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
+}
+
+pub async fn token(n: usize, concurrency: usize) -> anyhow::Result<()> {
+    let server = start_bench_server().await?;
+    let state = server.running.state.clone();
+    let url = state.endpoints.token.clone();
+    let now = OffsetDateTime::now_utc();
+    let all_scopes = bluegate_core::discovery::scopes_supported().join(" ");
+
+    // (a) client_secret_basic.
+    let secret = bluegate_server::random::token(32);
+    state.store.insert_client(&ClientRecord {
+        client_id: "bench-secret".into(),
+        status: ClientStatus::Active,
+        community: None,
+        iss: None,
+        secret_hash: Some(secrets::hash_client_secret(&secret)),
+        metadata: json!({"client_name": "Bench", "redirect_uris": [REDIRECT], "grant_types": ["authorization_code"],
+                         "token_endpoint_auth_method": "client_secret_basic", "scope": all_scopes}),
+        is_resource_server: false,
+        created_at: now,
+        updated_at: now,
+    }).await?;
+    // (b) UDAP private_key_jwt, RS256 assertion with x5c.
+    let app = make_app_with(&server.community, 0, KeyKind::Rsa2048)?;
+    state.store.insert_client(&ClientRecord {
+        client_id: "bench-udap".into(),
+        status: ClientStatus::Active,
+        community: Some("urn:bench".into()),
+        iss: Some(app.uri.clone()),
+        secret_hash: None,
+        metadata: json!({"client_name": "Bench UDAP", "redirect_uris": [REDIRECT], "grant_types": ["authorization_code"],
+                         "token_endpoint_auth_method": "private_key_jwt", "scope": all_scopes}),
+        is_resource_server: false,
+        created_at: now,
+        updated_at: now,
+    }).await?;
+    let assertion = |jti: &str| -> anyhow::Result<String> {
+        let t = OffsetDateTime::now_utc().unix_timestamp();
+        let mut h = Map::new();
+        h.insert("x5c".into(), json!(app.x5c));
+        Ok(app.key.sign_compact(&h, &json!({"iss": "bench-udap", "sub": "bench-udap", "aud": url, "iat": t, "exp": t + 300, "jti": jti}))?)
+    };
+    let total = n + n / 2 + 2;
+    let secret_codes = mint_codes(&server, "bench-secret", total).await?;
+    let udap_codes = mint_codes(&server, "bench-udap", total).await?;
+    let assertions: Vec<String> = (0..total)
+        .map(|i| assertion(&format!("bench-{i}")))
+        .collect::<anyhow::Result<_>>()?;
+
+    // Baseline: the cryptography of one UDAP token request, in the same process.
+    let community = Community::builder("urn:bench")
+        .anchors_pem(server.community.root_cert_pem.as_bytes())?
+        .build()?;
+    let cache = ChainCache::new(4);
+    let keys = state.signing.current();
+    let es = keys
+        .active(Alg::ES256)
+        .ok_or_else(|| anyhow::anyhow!("no ES256 key"))?;
+    let extra: Vec<String> = (0..n)
+        .map(|i| assertion(&format!("base-{i}")))
+        .collect::<anyhow::Result<_>>()?;
+    let mut lat = Vec::new();
+    let t0 = Instant::now();
+    for a in &extra {
+        let t = Instant::now();
+        let parsed = jose::parse_compact(a, &Alg::ALL)?;
+        let x5c = parsed.x5c_der()?;
+        let leaf =
+            cache.validate_cached(&community, &x5c, OffsetDateTime::now_utc().unix_timestamp())?;
+        let verified = parsed.verify_with_spki(&leaf.spki_der)?;
+        let ts = OffsetDateTime::now_utc().unix_timestamp();
+        tokens::check_assertion_claims(verified.claims(), "bench-udap", &url, ts, 60)?;
+        let claims = AccessClaims {
+            iss: "i".into(),
+            sub: "s".into(),
+            aud: "a".into(),
+            exp: ts + 60,
+            iat: ts,
+            jti: "j".into(),
+            client_id: "c".into(),
+            scope: "patient/ExplanationOfBenefit.read".into(),
+            patient: Some("p".into()),
+            fhir_user: None,
+            gid: Some("g".into()),
+        };
+        tokens::sign_access_token(es, &claims)?;
+        lat.push(t.elapsed());
+    }
+    let crypto_udap = stats(lat, t0.elapsed());
+    let mut lat = Vec::new();
+    let t0 = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        let ts = OffsetDateTime::now_utc().unix_timestamp();
+        let claims = AccessClaims {
+            iss: "i".into(),
+            sub: "s".into(),
+            aud: "a".into(),
+            exp: ts + 60,
+            iat: ts,
+            jti: "j".into(),
+            client_id: "c".into(),
+            scope: "patient/ExplanationOfBenefit.read".into(),
+            patient: Some("p".into()),
+            fhir_user: None,
+            gid: Some("g".into()),
+        };
+        tokens::sign_access_token(es, &claims)?;
+        secrets::verify_client_secret(&secret, &secrets::hash_client_secret(&secret));
+        lat.push(t.elapsed());
+    }
+    let crypto_secret = stats(lat, t0.elapsed());
+
+    let half = n / 2;
+    let secret_forms: Vec<String> = secret_codes
+        .iter()
+        .map(|c| {
+            form(&[
+                ("grant_type", "authorization_code"),
+                ("code", c),
+                ("redirect_uri", REDIRECT),
+            ])
+        })
+        .collect();
+    let basic = Some(("bench-secret".to_string(), secret.clone()));
+    // Warm the connection.
+    post_forms(
+        &server.client,
+        &url,
+        secret_forms[..1].to_vec(),
+        basic.clone(),
+        1,
+    )
+    .await?;
+    let (l, w) = post_forms(
+        &server.client,
+        &url,
+        secret_forms[1..=half].to_vec(),
+        basic.clone(),
+        1,
+    )
+    .await?;
+    let secret_1: Stats = stats(l, w);
+    let (l, w) = post_forms(
+        &server.client,
+        &url,
+        secret_forms[half + 1..half + 1 + n].to_vec(),
+        basic,
+        concurrency,
+    )
+    .await?;
+    let secret_c = stats(l, w);
+    let jwt_bearer = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+    let udap_forms: Vec<String> = udap_codes
+        .iter()
+        .zip(assertions.iter())
+        .map(|(c, a)| {
+            form(&[
+                ("grant_type", "authorization_code"),
+                ("code", c),
+                ("redirect_uri", REDIRECT),
+                ("client_assertion_type", jwt_bearer),
+                ("client_assertion", a),
+                ("udap", "1"),
+            ])
+        })
+        .collect();
+    post_forms(&server.client, &url, udap_forms[..1].to_vec(), None, 1).await?;
+    let (l, w) = post_forms(&server.client, &url, udap_forms[1..=half].to_vec(), None, 1).await?;
+    let udap_1 = stats(l, w);
+    let (l, w) = post_forms(
+        &server.client,
+        &url,
+        udap_forms[half + 1..half + 1 + n].to_vec(),
+        None,
+        concurrency,
+    )
+    .await?;
+    let udap_c = stats(l, w);
+
+    println!(
+        "\nToken endpoint, authorization_code grant, store: {}",
+        state.store.backend_name()
+    );
+    row(
+        "crypto alone: secret check + ES256 sign",
+        &crypto_secret,
+        crypto_secret.mean_us,
+    );
+    row(
+        "crypto alone: RS256 assertion + cached chain + ES256",
+        &crypto_udap,
+        crypto_udap.mean_us,
+    );
+    row(
+        "HTTPS client_secret_basic, 1 at a time",
+        &secret_1,
+        crypto_secret.mean_us,
+    );
+    row(
+        &format!("HTTPS client_secret_basic, {concurrency} at a time"),
+        &secret_c,
+        crypto_secret.mean_us,
+    );
+    row(
+        "HTTPS UDAP private_key_jwt, 1 at a time",
+        &udap_1,
+        crypto_udap.mean_us,
+    );
+    row(
+        &format!("HTTPS UDAP private_key_jwt, {concurrency} at a time"),
+        &udap_c,
+        crypto_udap.mean_us,
+    );
+    server.running.shutdown(Duration::from_secs(2)).await;
+    Ok(())
+}
