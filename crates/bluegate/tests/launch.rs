@@ -385,7 +385,18 @@ async fn verify_with_jwks(s: &common::TestServer, token: &str) -> Value {
 
 #[tokio::test]
 async fn public_client_full_launch_refresh_introspect_revoke() {
-    let s = common::start_server("").await;
+    public_flow(common::start_server("").await).await;
+}
+
+#[tokio::test]
+async fn public_client_full_launch_refresh_introspect_revoke_on_postgres() {
+    let Some(db) = common::postgres_config().await else {
+        return;
+    };
+    public_flow(common::start_server(&db).await).await;
+}
+
+async fn public_flow(s: common::TestServer) {
     add_member(&s, "alice", &["pat-alice"], "Patient/pat-alice").await;
     add_client(&s, "public-app", "none", None, json!({})).await;
     let mut b = Browser::new(&s);
@@ -1259,7 +1270,18 @@ async fn udap_register(
 
 #[tokio::test]
 async fn udap_private_key_jwt_client_launch_and_assertion_rules() {
-    let s = common::start_server("").await;
+    udap_flow(common::start_server("").await).await;
+}
+
+#[tokio::test]
+async fn udap_private_key_jwt_client_launch_and_assertion_rules_on_postgres() {
+    let Some(db) = common::postgres_config().await else {
+        return;
+    };
+    udap_flow(common::start_server(&db).await).await;
+}
+
+async fn udap_flow(s: common::TestServer) {
     add_member(&s, "erin", &["pat-erin"], "Patient/pat-erin").await;
     let uri = "https://udap-app.example/";
     let (key, x5c) = issue_app_cert(&s, "udap-app", uri);
