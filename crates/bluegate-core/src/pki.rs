@@ -140,7 +140,7 @@ fn ca_params(
 }
 
 /// Root CA (self-signed) and an intermediate CA (path length 0) signed by it. With `crl_base_url`, the
-/// intermediate carries the root's CRL distribution point `{base}/root-ca.crl`.
+/// intermediate carries the root's CRL distribution point `{base}/root-ca.crl.pem`.
 pub fn create_community(
     name: &str,
     key: KeyKind,
@@ -170,7 +170,7 @@ pub fn create_community(
         BasicConstraints::Constrained(0),
         not_before,
         not_after,
-        crl_base_url.map(|b| format!("{}/root-ca.crl", b.trim_end_matches('/'))),
+        crl_base_url.map(|b| format!("{}/root-ca.crl.pem", b.trim_end_matches('/'))),
     )?;
     let root_issuer = Issuer::new(root_params, &root_key);
     let inter = inter_params.signed_by(&inter_key, &root_issuer)?;

@@ -1652,3 +1652,21 @@ mod tests {
         }
     }
 }
+
+/// The `nextUpdate` of a CRL (PEM or DER), as unix seconds.
+pub fn crl_next_update(bytes: &[u8]) -> Option<i64> {
+    let der = crl_der_bytes(bytes)?;
+    let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(&der).ok()?;
+    crl.next_update().map(|t| t.timestamp())
+}
+
+fn crl_der_bytes(bytes: &[u8]) -> Option<Vec<u8>> {
+    use rustls_pki_types::pem::PemObject;
+    if bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+        rustls_pki_types::CertificateRevocationListDer::from_pem_slice(bytes)
+            .ok()
+            .map(|d| d.to_vec())
+    } else {
+        Some(bytes.to_vec())
+    }
+}

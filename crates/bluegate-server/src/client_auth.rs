@@ -173,6 +173,7 @@ pub async fn authenticate(
                     "the client's trust community is no longer configured",
                 ));
             };
+            trust.prepare_for_jwt(assertion, t).await;
             let v = udap::validate_udap_assertion(
                 assertion,
                 &trust.community(),

@@ -184,8 +184,8 @@ async fn upkeep(state: SharedState) {
         if let Err(e) = state.signing.reload(state.store.as_ref(), now).await {
             tracing::warn!(error = %e, "reloading signing keys failed");
         }
-        for (i, t) in state.trust.iter().enumerate() {
-            t.reload_if_changed(&state.config.source_name, i);
+        for t in &state.trust {
+            t.reload_if_changed();
         }
         state.metrics.run_upkeep();
     }

@@ -203,7 +203,8 @@ pub fn run(cmd: PkiCmd) -> anyhow::Result<()> {
             write(&files[3], &c.intermediate_key_pem, true)?;
             write_index(
                 &out,
-                &json!({"name": name, "crl_number": 0, "issued": [], "revoked": []}),
+                &json!({"name": name, "crl_number": 0, "issued": [], "revoked": [],
+                        "crl_url": crl_url.as_deref().map(|u| u.trim_end_matches('/'))}),
             )?;
             println!(
                 "{}",
@@ -265,7 +266,12 @@ pub fn run(cmd: PkiCmd) -> anyhow::Result<()> {
                 .or_else(|| dns.first().cloned())
                 .or_else(|| ips.first().map(|i| i.to_string()))
                 .unwrap_or_else(|| "bluegate".to_string());
-            let issued = pki::issue_end_entity(
+            let index = read_index(&ca_dir)?;
+            // Certificates of a community with a CRL URL point to the intermediate's CRL there.
+            let crl_dp = index["crl_url"]
+                .as_str()
+                .map(|base| format!("{base}/{INTERMEDIATE}.crl.pem"));
+            let issued = pki::issue_end_entity_with_crl(
                 &issuer_cert,
                 &issuer_key,
                 &EndEntityRequest {
@@ -278,11 +284,12 @@ pub fn run(cmd: PkiCmd) -> anyhow::Result<()> {
                     not_after,
                     usage,
                 },
+                crl_dp.as_deref(),
             )?;
             write(&cert_path, &issued.cert_pem, false)?;
             write(&chain_path, &issued.chain_pem, false)?;
             write(&key_path, &issued.key_pem, true)?;
-            let mut index = read_index(&ca_dir)?;
+            let mut index = index;
             if let Some(list) = index["issued"].as_array_mut() {
                 list.push(json!({
                     "serial": issued.serial_hex, "subject": common_name, "uris": uris,

@@ -533,3 +533,174 @@ async fn revoked_certificate_is_refused_once_the_crl_is_configured() {
     }
     running.shutdown(std::time::Duration::from_secs(2)).await;
 }
+
+/// A minimal HTTP server on loopback that serves the files of `dir` (GET /name), as a CRL distribution
+/// point does. Returns its base URL.
+async fn serve_dir(dir: std::path::PathBuf) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let dir = dir.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = req
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("/")
+                    .trim_start_matches('/')
+                    .to_string();
+                let resp = match std::fs::read(dir.join(&path)) {
+                    Ok(body) if !path.contains("..") => {
+                        let mut r = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                            body.len()
+                        )
+                        .into_bytes();
+                        r.extend(body);
+                        r
+                    }
+                    _ => {
+                        b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                            .to_vec()
+                    }
+                };
+                let _ = sock.write_all(&resp).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn crls_are_fetched_from_distribution_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki_dir = dir.path().join("pki");
+    std::fs::create_dir_all(&pki_dir).unwrap();
+    let crl_base = serve_dir(pki_dir.clone()).await;
+    let port = common::free_port();
+    let fhir_base = format!("https://localhost:{port}/fhir");
+    let d = pki_dir.to_str().unwrap().to_string();
+    common::run_ok(&[
+        "pki",
+        "community",
+        "--out",
+        &d,
+        "--name",
+        "DP Community",
+        "--crl-url",
+        &crl_base,
+        "--force",
+    ]);
+    let p = |n: &str| pki_dir.join(n).to_str().unwrap().to_string();
+    common::run_ok(&[
+        "pki",
+        "issue",
+        "--ca-dir",
+        &d,
+        "--kind",
+        "tls-server",
+        "--dns",
+        "localhost",
+        "--ip",
+        "127.0.0.1",
+        "--key",
+        "p256",
+        "--out",
+        &p("tls"),
+    ]);
+    common::run_ok(&[
+        "pki",
+        "issue",
+        "--ca-dir",
+        &d,
+        "--kind",
+        "udap-server",
+        "--uri",
+        &fhir_base,
+        "--key",
+        "rsa",
+        "--out",
+        &p("metadata"),
+    ]);
+    let out = common::run_ok(&[
+        "pki",
+        "issue",
+        "--ca-dir",
+        &d,
+        "--kind",
+        "udap-client",
+        "--uri",
+        "https://revoked.example/",
+        "--key",
+        "p256",
+        "--out",
+        &p("revoked"),
+    ]);
+    let serial = serde_json::from_str::<Value>(&out).unwrap()["serial"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    common::run_ok(&[
+        "pki",
+        "issue",
+        "--ca-dir",
+        &d,
+        "--kind",
+        "udap-client",
+        "--uri",
+        "https://good.example/",
+        "--key",
+        "p256",
+        "--out",
+        &p("good"),
+    ]);
+    common::run_ok(&["pki", "revoke", "--ca-dir", &d, "--serial", &serial]);
+    common::run_ok(&["pki", "crl", "--ca-dir", &d]);
+    // The configuration names no CRL file: the server must fetch them from the distribution points.
+    let pki = common::TestPki {
+        dir: pki_dir.clone(),
+    };
+    let config = common::write_config(dir.path(), port, &pki, "");
+    let cfg = bluegate_server::config::load_file(&config, &Default::default()).unwrap();
+    let running = bluegate_server::serve::start(cfg).await.unwrap();
+    let client = common::https_client(&pki_dir.join("root-ca.pem"));
+    let url = format!("https://localhost:{port}/oauth/register");
+    for (name, uri, expect) in [
+        ("revoked", "https://revoked.example/", 400),
+        ("good", "https://good.example/", 201),
+    ] {
+        let app = load_client(
+            &pki_dir.join(format!("{name}-chain.pem")),
+            &pki_dir.join(format!("{name}-key.pem")),
+            uri,
+            "p256",
+        );
+        let t = now();
+        let c = json!({
+            "iss": uri, "sub": uri, "aud": url, "iat": t, "exp": t + 300, "jti": rand_suffix(),
+            "client_name": name, "contacts": ["mailto:a@b.example"], "redirect_uris": ["https://app.example/cb"],
+            "logo_uri": "https://app.example/l.png", "grant_types": ["authorization_code"], "response_types": ["code"],
+            "token_endpoint_auth_method": "private_key_jwt", "scope": "openid",
+        });
+        let resp = client
+            .post(&url)
+            .json(&json!({"software_statement": sign(&app, &c), "udap": "1"}))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(status, expect, "{name}: {body}");
+        if expect == 400 {
+            assert_eq!(body["error"], "unapproved_software_statement", "{body}");
+        }
+    }
+    running.shutdown(std::time::Duration::from_secs(2)).await;
+}

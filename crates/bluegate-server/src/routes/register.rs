@@ -122,7 +122,13 @@ pub async fn register(
         ))
     } else {
         match parse_request(&body) {
-            Ok(input) => validate(&state, &input, now.unix_timestamp()),
+            Ok(input) => {
+                for t in &state.trust {
+                    t.prepare_for_jwt(&input.software_statement, now.unix_timestamp())
+                        .await;
+                }
+                validate(&state, &input, now.unix_timestamp())
+            }
             Err(e) => Err(e),
         }
     };
