@@ -159,3 +159,85 @@ async fn sign_in_and_consent_in_headless_chromium() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn the_official_smart_js_client_completes_a_standalone_launch() {
+    let (dir, chromium) = match tooling() {
+        Ok(t) if t.0.join("node_modules/fhirclient").exists() => t,
+        Ok(_) | Err(_) => {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("browser test tooling (chromium, node, playwright-core, fhirclient) missing in CI");
+            }
+            eprintln!("SKIPPED: fhirclient browser test (tooling missing)");
+            return;
+        }
+    };
+    let s = common::start_server("").await;
+    let now = time::OffsetDateTime::now_utc();
+    s.running
+        .state
+        .store
+        .insert_member(&MemberRecord {
+            id: "member-hana".into(),
+            username: "hana".into(),
+            password_hash: bluegate_server::passwords::hash("hana-password-123").unwrap(),
+            fhir_user: Some("Patient/pat-hana".into()),
+            patients: vec!["pat-hana".into()],
+            disabled: false,
+            created_at: now,
+        })
+        .await
+        .unwrap();
+    s.running.state.store.insert_client(&ClientRecord {
+        client_id: "fhirclient-app".into(),
+        status: ClientStatus::Active,
+        community: None,
+        iss: None,
+        secret_hash: None,
+        metadata: json!({"client_name": "SMART JS app", "redirect_uris": ["http://localhost:47999/index.html"],
+                         "grant_types": ["authorization_code"], "token_endpoint_auth_method": "none",
+                         "scope": bluegate_core::discovery::scopes_supported().join(" ")}),
+        is_resource_server: false,
+        created_at: now,
+        updated_at: now,
+    }).await.unwrap();
+    let iss = s.fhir_base.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg("fhirclient.mjs")
+            .current_dir(&dir)
+            .env("BG_ISS", iss)
+            .env("BG_CLIENT_ID", "fhirclient-app")
+            .env("BG_SCOPE", "launch/patient openid fhirUser patient/Patient.read patient/ExplanationOfBenefit.read")
+            .env("BG_USERNAME", "hana")
+            .env("BG_PASSWORD", "hana-password-123")
+            .env("BG_CHROMIUM", chromium)
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or_default();
+    let result: Value = serde_json::from_str(line).unwrap_or_else(|_| {
+        panic!(
+            "script output: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(
+        result.get("error").is_none(),
+        "fhirclient launch failed: {result}"
+    );
+    assert_eq!(result["patient"], "pat-hana", "{result}");
+    assert_eq!(result["hasToken"], true);
+    assert_eq!(result["hasIdToken"], true);
+    assert!(
+        result["scope"]
+            .as_str()
+            .unwrap()
+            .contains("patient/ExplanationOfBenefit.read"),
+        "{result}"
+    );
+    s.stop().await;
+}
