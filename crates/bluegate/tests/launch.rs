@@ -635,7 +635,18 @@ async fn introspect(s: &common::TestServer, token: &str, client_id: &str) -> Val
 
 #[tokio::test]
 async fn confidential_client_two_patients_unticked_scopes_and_revocation() {
-    let s = common::start_server("").await;
+    confidential_flow(common::start_server("").await).await;
+}
+
+#[tokio::test]
+async fn confidential_client_two_patients_unticked_scopes_and_revocation_on_postgres() {
+    let Some(db) = common::postgres_config().await else {
+        return;
+    };
+    confidential_flow(common::start_server(&db).await).await;
+}
+
+async fn confidential_flow(s: common::TestServer) {
     add_member(&s, "parent", &["kid-1", "kid-2"], "RelatedPerson/parent-1").await;
     let secret = "a-very-long-client-secret-of-forty-chars!!";
     add_client(
@@ -1431,7 +1442,18 @@ async fn udap_flow(s: common::TestServer) {
 
 #[tokio::test]
 async fn smart_asymmetric_client_and_b2b_client_credentials() {
-    let s = common::start_server("").await;
+    asym_b2b_flow(common::start_server("").await).await;
+}
+
+#[tokio::test]
+async fn smart_asymmetric_client_and_b2b_client_credentials_on_postgres() {
+    let Some(db) = common::postgres_config().await else {
+        return;
+    };
+    asym_b2b_flow(common::start_server(&db).await).await;
+}
+
+async fn asym_b2b_flow(s: common::TestServer) {
     add_member(&s, "fay", &["pat-fay"], "Patient/pat-fay").await;
     let key = SigningKey::generate(Alg::ES384).unwrap();
     add_client(
