@@ -414,3 +414,223 @@ mod tests {
         }
     }
 }
+
+/// Why `signed_metadata` was not accepted (client side, UX / UM-19).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetadataError {
+    #[error("signed_metadata is missing")]
+    Missing,
+    #[error("signed_metadata is not a valid JWS: {0}")]
+    Jose(#[from] crate::jose::JoseError),
+    #[error("the metadata certificate is not trusted: {0}")]
+    Trust(#[from] crate::trust::TrustError),
+    #[error("signed_metadata iss `{found}` is not the FHIR base `{expected}`")]
+    Issuer { expected: String, found: String },
+    #[error("signed_metadata sub must equal iss")]
+    Subject,
+    #[error("the metadata certificate's URI SANs do not include the FHIR base")]
+    San,
+    #[error("signed_metadata lives longer than one year")]
+    Lifetime,
+    #[error("signed_metadata lacks {0}")]
+    Claim(&'static str),
+}
+
+/// The endpoints a client may rely on after verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedMetadata {
+    pub iss: String,
+    pub token_endpoint: String,
+    pub registration_endpoint: String,
+    pub authorization_endpoint: Option<String>,
+    pub exp: i64,
+}
+
+/// Verify a server's `signed_metadata` as an app must before trusting it (UM-19, UX-*): RS256/RS384/ES256/
+/// ES384 only, `x5c` chained to the app's trust anchors, signature by the leaf, `iss` = `sub` = the FHIR base
+/// exactly and a URI SAN of the leaf, unexpired, `exp - iat` ≤ 1 year, and the endpoints present.
+pub fn verify_signed_metadata(
+    jwt: &str,
+    fhir_base: &str,
+    community: &crate::trust::Community,
+    now: i64,
+) -> Result<VerifiedMetadata, MetadataError> {
+    use crate::jose::{self, Alg, TimeRules};
+    let parsed = jose::parse_compact(jwt, &Alg::ALL)?;
+    let x5c = parsed.x5c_der()?;
+    let leaf = crate::trust::validate_chain(community, &x5c, crate::trust::unix_time(now)?)?;
+    let verified = parsed.verify_with_spki(&leaf.spki_der)?;
+    let c = verified.claims();
+    jose::check_time_claims(
+        c,
+        &TimeRules {
+            now,
+            leeway: 60,
+            max_lifetime: Some(365 * 24 * 3600),
+        },
+    )
+    .map_err(|e| match e {
+        jose::JoseError::LifetimeTooLong(_) => MetadataError::Lifetime,
+        other => MetadataError::Jose(other),
+    })?;
+    let s = |k: &'static str| c.get(k).and_then(Value::as_str);
+    let iss = s("iss").ok_or(MetadataError::Claim("iss"))?;
+    if iss != fhir_base {
+        return Err(MetadataError::Issuer {
+            expected: fhir_base.to_string(),
+            found: iss.to_string(),
+        });
+    }
+    if s("sub") != Some(iss) {
+        return Err(MetadataError::Subject);
+    }
+    if !leaf.san_uris.iter().any(|u| u == iss) {
+        return Err(MetadataError::San);
+    }
+    if s("jti").is_none() {
+        return Err(MetadataError::Claim("jti"));
+    }
+    Ok(VerifiedMetadata {
+        iss: iss.to_string(),
+        token_endpoint: s("token_endpoint")
+            .ok_or(MetadataError::Claim("token_endpoint"))?
+            .to_string(),
+        registration_endpoint: s("registration_endpoint")
+            .ok_or(MetadataError::Claim("registration_endpoint"))?
+            .to_string(),
+        authorization_endpoint: s("authorization_endpoint").map(str::to_string),
+        exp: c.get("exp").and_then(Value::as_i64).unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod metadata_tests {
+    use super::*;
+    use crate::jose::SigningKey;
+    use crate::pki::{self, EndEntityRequest, EndEntityUsage, KeyKind};
+    use base64::Engine;
+    use time::{Duration, OffsetDateTime};
+
+    struct Fx {
+        community: crate::trust::Community,
+        key: SigningKey,
+        x5c: Vec<String>,
+    }
+
+    fn fixture(san: &str) -> Fx {
+        let now = OffsetDateTime::now_utc();
+        let c = pki::create_community(
+            "Meta",
+            KeyKind::P256,
+            now - Duration::days(1),
+            now + Duration::days(30),
+            None,
+        )
+        .unwrap();
+        let leaf = pki::issue_end_entity(
+            &c.intermediate_cert_pem,
+            &c.intermediate_key_pem,
+            &EndEntityRequest {
+                common_name: "meta".into(),
+                san_uris: vec![san.into()],
+                dns_names: vec![],
+                ip_addresses: vec![],
+                key: KeyKind::Rsa2048,
+                not_before: now - Duration::hours(1),
+                not_after: now + Duration::days(10),
+                usage: EndEntityUsage::UdapServer,
+            },
+        )
+        .unwrap();
+        Fx {
+            community: crate::trust::Community::builder("urn:t")
+                .anchors_pem(c.root_cert_pem.as_bytes())
+                .unwrap()
+                .build()
+                .unwrap(),
+            key: SigningKey::from_pem(Some(crate::jose::Alg::RS256), &leaf.key_pem).unwrap(),
+            x5c: crate::certs::pem_certs(leaf.chain_pem.as_bytes())
+                .unwrap()
+                .iter()
+                .map(|d| base64::engine::general_purpose::STANDARD.encode(d))
+                .collect(),
+        }
+    }
+
+    fn sign(f: &Fx, claims: &Value) -> String {
+        let mut h = Map::new();
+        h.insert("x5c".into(), json!(f.x5c));
+        f.key.sign_compact(&h, claims).unwrap()
+    }
+
+    const BASE: &str = "https://payer.example/fhir";
+
+    #[test]
+    fn genuine_metadata_verifies_and_every_lie_is_caught() {
+        let f = fixture(BASE);
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let ep = Endpoints::for_public_url("https://payer.example");
+        let good = udap_signed_metadata_claims(&ep, now, "j1");
+        let v = verify_signed_metadata(&sign(&f, &good), BASE, &f.community, now).unwrap();
+        assert_eq!(v.token_endpoint, ep.token);
+        // Another server's base.
+        assert!(matches!(
+            verify_signed_metadata(
+                &sign(&f, &good),
+                "https://other.example/fhir",
+                &f.community,
+                now
+            ),
+            Err(MetadataError::Issuer { .. })
+        ));
+        // Expired.
+        assert!(
+            verify_signed_metadata(&sign(&f, &good), BASE, &f.community, now + 2 * 86_400).is_err()
+        );
+        // Lifetime over a year.
+        let mut long = good.clone();
+        long["exp"] = json!(now + 400 * 86_400);
+        assert_eq!(
+            verify_signed_metadata(&sign(&f, &long), BASE, &f.community, now),
+            Err(MetadataError::Lifetime)
+        );
+        // sub differs.
+        let mut sub = good.clone();
+        sub["sub"] = json!("https://x/");
+        assert_eq!(
+            verify_signed_metadata(&sign(&f, &sub), BASE, &f.community, now),
+            Err(MetadataError::Subject)
+        );
+        // Missing endpoint.
+        let mut missing = good.clone();
+        missing.as_object_mut().unwrap().remove("token_endpoint");
+        assert_eq!(
+            verify_signed_metadata(&sign(&f, &missing), BASE, &f.community, now),
+            Err(MetadataError::Claim("token_endpoint"))
+        );
+        // Untrusted signer (another community), and a certificate for another base.
+        let stranger = fixture(BASE);
+        assert!(matches!(
+            verify_signed_metadata(&sign(&stranger, &good), BASE, &f.community, now),
+            Err(MetadataError::Trust(_))
+        ));
+        let wrong_san = fixture("https://elsewhere.example/fhir");
+        assert_eq!(
+            verify_signed_metadata(&sign(&wrong_san, &good), BASE, &wrong_san.community, now),
+            Err(MetadataError::San)
+        );
+        // Tampered payload.
+        let t = sign(&f, &good);
+        let parts: Vec<&str> = t.split('.').collect();
+        let mut forged = good.clone();
+        forged["token_endpoint"] = json!("https://evil.example/token");
+        let p = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(forged.to_string());
+        assert!(verify_signed_metadata(
+            &format!("{}.{}.{}", parts[0], p, parts[2]),
+            BASE,
+            &f.community,
+            now
+        )
+        .is_err());
+    }
+}

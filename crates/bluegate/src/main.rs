@@ -1,6 +1,7 @@
 //! `bluegate`: the one command line of Bluegate (DESIGN §2, Contract: CLI).
 
 mod admin;
+mod app_cmd;
 mod bench;
 mod bench_token;
 mod pki_cmd;
@@ -46,6 +47,9 @@ enum Command {
     /// Make trust communities for testing: CAs, end-entity certificates with URI SANs, CRLs.
     #[command(subcommand)]
     Pki(pki_cmd::PkiCmd),
+    /// The client side: discover a server (and, as they land, register, launch, fetch).
+    #[command(subcommand)]
+    App(app_cmd::AppCmd),
     /// Benchmarks of the hot paths against the cost of their cryptography, measured in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -104,6 +108,7 @@ fn main() -> ExitCode {
             Command::Audit(args) => admin::audit(args).await,
             Command::Pki(cmd) => pki_cmd::run(cmd),
             Command::Bench(cmd) => bench::run(cmd).await,
+            Command::App(cmd) => app_cmd::run(cmd).await,
         }
     });
     match result {
