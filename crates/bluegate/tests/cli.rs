@@ -214,6 +214,11 @@ fn every_command_has_help() {
         &["pki", "issue"],
         &["pki", "revoke"],
         &["pki", "crl"],
+        &["app"],
+        &["app", "discover"],
+        &["bench"],
+        &["bench", "registration"],
+        &["bench", "token"],
     ];
     for cmd in commands {
         let mut args: Vec<&str> = cmd.to_vec();
