@@ -283,6 +283,12 @@ pub fn banner(state: &SharedState, p: &Prepared, addr: std::net::SocketAddr) -> 
         s.push_str("\n  (the data directory was created on this start; later starts reuse it)\n");
     }
     s.push_str(&format!(
+        "\n  check it as an app would:\n    bluegate app discover {} --ca {} --trust-anchor {}\n",
+        ep.fhir_base,
+        p.ca_path.display(),
+        p.ca_path.display()
+    ));
+    s.push_str(&format!(
         "\n  try: curl --cacert {} {}/.well-known/smart-configuration\n",
         p.ca_path.display(),
         ep.fhir_base

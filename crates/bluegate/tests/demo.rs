@@ -74,6 +74,7 @@ async fn demo_mode_creates_serves_and_reuses() {
         "{banner}"
     );
     assert!(banner.contains("created on this start"), "{banner}");
+    assert!(banner.contains("bluegate app discover"), "{banner}");
     for f in [
         "bluegate.toml",
         "bluegate.db",
@@ -94,6 +95,33 @@ async fn demo_mode_creates_serves_and_reuses() {
     assert_eq!(resp.status(), 200);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert!(body["signed_metadata"].is_string());
+    // The command the banner suggests works: the demo's signed metadata verifies against the demo CA.
+    let ca = data.join("pki/root-ca.pem").to_str().unwrap().to_string();
+    let fhir = format!("{base}/fhir");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(common::bin())
+            .args([
+                "app",
+                "discover",
+                &fhir,
+                "--ca",
+                &ca,
+                "--trust-anchor",
+                &ca,
+                "--json",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let found: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(found["metadata_verified"], true, "{found}");
     let status = stop(&mut child);
     assert!(status.success(), "exit on SIGTERM: {status}");
 
