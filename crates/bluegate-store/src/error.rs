@@ -12,6 +12,9 @@ pub enum StoreError {
     Database(String),
     #[error("migration failed: {0}")]
     Migration(String),
+    /// The input was rejected: a malformed or unsupported FHIR resource, a bad paging cursor (HTTP 400).
+    #[error("invalid input: {0}")]
+    Invalid(String),
     /// A row holds data that cannot be decoded (bad JSON, unknown enum text, bad timestamp).
     #[error("corrupt row: {0}")]
     Corrupt(String),

@@ -15,11 +15,14 @@ use time::OffsetDateTime;
 #[macro_use]
 mod backend;
 mod error;
+#[macro_use]
+pub mod fhir;
 pub mod model;
 mod postgres;
 mod sqlite;
 
 pub use error::StoreError;
+pub use fhir::{FhirStore, SearchPage, SearchQuery, StoredResource};
 pub use model::*;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -44,9 +47,10 @@ pub async fn connect(location: &StoreLocation) -> Result<Arc<dyn Store>, StoreEr
     })
 }
 
-/// Everything Bluegate persists. Object safe; used as `Arc<dyn Store>`.
+/// Everything Bluegate persists. Object safe; used as `Arc<dyn Store>`. FHIR resources are behind the
+/// supertrait [`FhirStore`], so every store offers both.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: FhirStore + Send + Sync + 'static {
     /// A cheap round trip to the database (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
     /// "sqlite" or "postgres".

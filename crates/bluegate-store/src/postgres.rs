@@ -63,3 +63,8 @@ async fn begin_write(pool: &Pool<Db>) -> Result<Transaction<'static, Db>, StoreE
 }
 
 impl_store!(PgStore, "postgres", for_update = " FOR UPDATE");
+impl_fhir_store!(
+    PgStore,
+    for_update = " FOR UPDATE",
+    positional_params = false
+);

@@ -76,3 +76,4 @@ async fn begin_write(pool: &Pool<Db>) -> Result<Transaction<'static, Db>, StoreE
 }
 
 impl_store!(SqliteStore, "sqlite", for_update = "");
+impl_fhir_store!(SqliteStore, for_update = "", positional_params = true);

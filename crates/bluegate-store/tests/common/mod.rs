@@ -2,6 +2,10 @@
 //! `tests/sqlite.rs` and `tests/postgres.rs` expand [`all_conformance_tests!`] with their own `Harness`.
 #![allow(dead_code)]
 
+mod fhir;
+
+pub use fhir::*;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -12,7 +16,11 @@ use time::OffsetDateTime;
 /// Generates one `#[tokio::test]` per suite function, running it on a fresh store from `Harness::start()`
 /// (which returns `None` to skip) and cleaning up through `Harness::finish()` even when the check panics.
 macro_rules! conformance_tests {
-    (plain: [$($plain:ident),* $(,)?], shared: [$($shared:ident),* $(,)?]) => {
+    (
+        plain: [$($plain:ident),* $(,)?],
+        shared: [$($shared:ident),* $(,)?],
+        ignored: [$($ignored:ident),* $(,)?]
+    ) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $plain() {
@@ -31,6 +39,19 @@ macro_rules! conformance_tests {
                 let Some(h) = Harness::start().await else { return };
                 let store = h.store.clone();
                 let result = tokio::spawn(async move { common::$shared(store).await }).await;
+                h.finish().await;
+                if let Err(e) = result {
+                    std::panic::resume_unwind(e.into_panic());
+                }
+            }
+        )*
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            #[ignore = "benchmark: run with --release -- --ignored --nocapture"]
+            async fn $ignored() {
+                let Some(h) = Harness::start().await else { return };
+                let store = h.store.clone();
+                let result = tokio::spawn(async move { common::$ignored(&*store).await }).await;
                 h.finish().await;
                 if let Err(e) = result {
                     std::panic::resume_unwind(e.into_panic());
@@ -57,13 +78,23 @@ macro_rules! all_conformance_tests {
                 consents,
                 login_failures,
                 purge_expired,
+                fhir_import_read_and_exact_text,
+                fhir_rejects_invalid_resources,
+                fhir_versions_and_batches,
+                fhir_eob_search,
+                fhir_other_searches,
+                fhir_patient_compartment,
+                fhir_paging,
+                fhir_includes,
             ],
             shared: [
                 concurrent_remember_jti,
                 concurrent_redeem_code,
                 concurrent_rotate_refresh_token,
                 concurrent_writers,
-            ]
+                concurrent_fhir_updates,
+            ],
+            ignored: [fhir_import_throughput]
         );
     };
 }

@@ -1,0 +1,167 @@
+//! FHIR resource store and search: [`FhirStore`], implemented by both backends.
+//!
+//! Resources are kept as received (the exact JSON text) with `meta.versionId`/`meta.lastUpdated`
+//! maintained by the store, every version kept for vread, and the values of each search parameter
+//! extracted into index tables (see `migrations/*/0002_fhir.sql` and [`params`]).
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+#[macro_use]
+pub(crate) mod store_impl;
+pub mod params;
+pub(crate) mod resource;
+pub(crate) mod sql;
+
+pub use params::{
+    parse_include, parse_param, DatePrefix, IncludeSpec, ParamDef, ParamError, ParamKind,
+    ParamValue, ParsedParam, ResourceType, TokenQuery,
+};
+
+use crate::StoreError;
+
+/// Default page size of a search.
+pub const DEFAULT_COUNT: u32 = 50;
+/// Largest page size of a search.
+pub const MAX_COUNT: u32 = 1000;
+/// `SearchPage::total` is only reported up to this many matches (counting more is not "cheap").
+pub const MAX_TOTAL: u64 = 10_000;
+/// Most resources in one `put_batch`.
+pub const MAX_BATCH: usize = 100_000;
+
+/// One version of a stored resource.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredResource {
+    pub resource_type: ResourceType,
+    pub id: String,
+    /// 1 for the first version, +1 per update (also the text of `meta.versionId`).
+    pub version_id: i64,
+    /// Millisecond precision, UTC (also `meta.lastUpdated`).
+    pub last_updated: OffsetDateTime,
+    /// The resource as received, with `meta.versionId` and `meta.lastUpdated` set.
+    pub json: String,
+}
+
+/// A search: the parameters are ANDed; the values inside one [`ParsedParam`] are ORed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SearchQuery {
+    pub resource_type: ResourceType,
+    pub params: Vec<ParsedParam>,
+    /// `Some(ids)`: only resources in one of these patients' compartments (an empty list matches
+    /// nothing; types outside the Patient compartment, such as Organization, have no members). `None`:
+    /// unrestricted.
+    pub patient_compartment: Option<Vec<String>>,
+    /// Page size, clamped to `1..=MAX_COUNT`.
+    pub count: u32,
+    /// `SearchPage::next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Whether to count the matches (`SearchPage::total`).
+    pub with_total: bool,
+}
+
+impl SearchQuery {
+    /// An unrestricted search for every resource of `resource_type`, first page, default size.
+    pub fn new(resource_type: ResourceType) -> Self {
+        SearchQuery {
+            resource_type,
+            params: Vec::new(),
+            patient_compartment: None,
+            count: DEFAULT_COUNT,
+            cursor: None,
+            with_total: true,
+        }
+    }
+}
+
+/// One page of search results, newest first (`meta.lastUpdated` descending, then id descending).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SearchPage {
+    pub resources: Vec<StoredResource>,
+    /// The number of matches (all pages), when asked for and at most [`MAX_TOTAL`].
+    pub total: Option<u64>,
+    /// Opaque keyset cursor for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// FHIR resource storage. Object safe; `Store: FhirStore`, so every `Arc<dyn Store>` offers it.
+///
+/// Invalid input (malformed or unsupported resources, bad cursors) is `StoreError::Invalid` (a 400).
+#[async_trait]
+pub trait FhirStore: Send + Sync + 'static {
+    /// Creates or updates (new version) one resource in one transaction. `json_text` must be a JSON
+    /// object with a supported `resourceType` and a valid `id`; it is stored as received except for
+    /// `meta.versionId`/`meta.lastUpdated` (= `now`, truncated to milliseconds).
+    async fn put_resource(
+        &self,
+        json_text: &str,
+        now: OffsetDateTime,
+    ) -> Result<StoredResource, StoreError>;
+
+    /// [`FhirStore::put_resource`] for many resources, all or nothing, in one transaction (multi-row
+    /// statements). The same resource may appear more than once (successive versions). Results are in
+    /// input order. At most [`MAX_BATCH`] resources.
+    async fn put_batch(
+        &self,
+        json_texts: &[String],
+        now: OffsetDateTime,
+    ) -> Result<Vec<StoredResource>, StoreError>;
+
+    /// The current version.
+    async fn read(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+    ) -> Result<Option<StoredResource>, StoreError>;
+
+    /// A specific version (current or historical).
+    async fn vread(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+        version_id: i64,
+    ) -> Result<Option<StoredResource>, StoreError>;
+
+    /// One page of matches (current versions only).
+    async fn search(&self, query: &SearchQuery) -> Result<SearchPage, StoreError>;
+
+    /// The resources referenced from `resources` through the given `_include`s (current versions),
+    /// excluding `resources` themselves, each once, ordered by type then id. `iterate` specs are applied
+    /// again to what was included (up to 4 rounds). Callers filter the result by their access rules.
+    async fn include(
+        &self,
+        resources: &[StoredResource],
+        specs: &[IncludeSpec],
+    ) -> Result<Vec<StoredResource>, StoreError>;
+
+    /// The ids of the patients whose compartment holds the resource (empty if none or unknown).
+    async fn compartment_patients(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+    ) -> Result<Vec<String>, StoreError>;
+}
+
+pub(crate) fn ms(t: OffsetDateTime) -> i64 {
+    let n = t.unix_timestamp_nanos() / 1_000_000;
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn from_ms(v: i64) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(v) * 1_000_000)
+        .map_err(|_| StoreError::Corrupt(format!("timestamp {v} out of range")))
+}
+
+/// Cursor text: `<last_updated ms>:<id>` of the last resource of the page.
+pub(crate) fn encode_cursor(last_updated_ms: i64, id: &str) -> String {
+    format!("{last_updated_ms}:{id}")
+}
+
+pub(crate) fn decode_cursor(c: &str) -> Result<(i64, String), StoreError> {
+    let bad = || StoreError::Invalid("malformed paging cursor".into());
+    let (a, b) = c.split_once(':').ok_or_else(bad)?;
+    let lu: i64 = a.parse().map_err(|_| bad())?;
+    if !params::is_valid_id(b) {
+        return Err(bad());
+    }
+    Ok((lu, b.to_owned()))
+}

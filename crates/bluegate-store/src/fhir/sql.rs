@@ -1,0 +1,452 @@
+//! SQL text for FHIR searches and bulk writes, the same for both backends (`$N` placeholders, bound in
+//! order, never reused). Every parameter condition is an `r.id IN (SELECT ... FROM <index table> WHERE
+//! resource_type = .. AND param = .. AND ..)` served by that table's `(resource_type, param, value, id)`
+//! index; `_id` uses the primary key and `_lastUpdated` the `(resource_type, last_updated, id)` index.
+
+use super::params::{DatePrefix, ParamKind, ParamValue, ParsedParam};
+use super::{SearchQuery, MAX_TOTAL};
+
+/// A bound value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+/// SQL text with its binds.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Sql {
+    pub text: String,
+    pub binds: Vec<Bind>,
+}
+
+impl Sql {
+    pub fn new(text: &str) -> Self {
+        Sql {
+            text: text.to_owned(),
+            binds: Vec::new(),
+        }
+    }
+
+    /// Rewrites `$N` placeholders as anonymous `?` (they are numbered in text order, so the binds line
+    /// up). Idempotent. The generated SQL has no other `$`.
+    pub fn make_positional(&mut self) {
+        if !self.text.contains('$') {
+            return;
+        }
+        let mut out = String::with_capacity(self.text.len());
+        let mut chars = self.text.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+                out.push('?');
+                while chars.peek().is_some_and(char::is_ascii_digit) {
+                    chars.next();
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        self.text = out;
+    }
+
+    pub fn push(&mut self, s: &str) -> &mut Self {
+        self.text.push_str(s);
+        self
+    }
+
+    fn placeholder(&mut self, b: Bind) -> &mut Self {
+        self.binds.push(b);
+        self.text.push('$');
+        self.text.push_str(&self.binds.len().to_string());
+        self
+    }
+
+    pub fn text_arg(&mut self, v: &str) -> &mut Self {
+        self.placeholder(Bind::Text(v.to_owned()))
+    }
+
+    pub fn int_arg(&mut self, v: i64) -> &mut Self {
+        self.placeholder(Bind::Int(v))
+    }
+
+    /// `($a, $b, ...)` of text binds.
+    pub fn text_list<'a>(&mut self, values: impl IntoIterator<Item = &'a str>) -> &mut Self {
+        self.push("(");
+        for (i, v) in values.into_iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.text_arg(v);
+        }
+        self.push(")")
+    }
+
+    /// Appends one row `($a, $b, ...)` of a multi-row VALUES list.
+    pub fn row(&mut self, first: bool, values: &[Bind]) -> &mut Self {
+        if !first {
+            self.push(",");
+        }
+        self.push("(");
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                self.push(",");
+            }
+            self.placeholder(v.clone());
+        }
+        self.push(")")
+    }
+}
+
+pub(crate) const RESOURCE_COLS: &str = "resource_type, id, version_id, last_updated, json";
+
+/// `(tl, th)` (the indexed range) against the query range `[low, high]` per FHIR R4 date semantics.
+fn date_condition(
+    sql: &mut Sql,
+    prefix: DatePrefix,
+    low: i64,
+    high: i64,
+    tl: &str,
+    th: &str,
+    now_ms: i64,
+) {
+    let cmp = |sql: &mut Sql, col: &str, op: &str, v: i64| {
+        sql.push(col).push(" ").push(op).push(" ").int_arg(v);
+    };
+    sql.push("(");
+    match prefix {
+        DatePrefix::Eq => {
+            cmp(sql, tl, ">=", low);
+            sql.push(" AND ");
+            cmp(sql, th, "<=", high);
+        }
+        DatePrefix::Ne => {
+            cmp(sql, tl, "<", low);
+            sql.push(" OR ");
+            cmp(sql, th, ">", high);
+        }
+        DatePrefix::Gt => cmp(sql, th, ">", high),
+        DatePrefix::Lt => cmp(sql, tl, "<", low),
+        DatePrefix::Ge => {
+            cmp(sql, th, ">", high);
+            sql.push(" OR (");
+            cmp(sql, tl, ">=", low);
+            sql.push(" AND ");
+            cmp(sql, th, "<=", high);
+            sql.push(")");
+        }
+        DatePrefix::Le => {
+            cmp(sql, tl, "<", low);
+            sql.push(" OR (");
+            cmp(sql, tl, ">=", low);
+            sql.push(" AND ");
+            cmp(sql, th, "<=", high);
+            sql.push(")");
+        }
+        DatePrefix::Sa => cmp(sql, tl, ">", high),
+        DatePrefix::Eb => cmp(sql, th, "<", low),
+        DatePrefix::Ap => {
+            // FHIR recommends 10% of the gap between now and the date; at least the value's own range.
+            let w = (now_ms.saturating_sub(low)).saturating_abs() / 10;
+            cmp(sql, tl, "<=", high.saturating_add(w));
+            sql.push(" AND ");
+            cmp(sql, th, ">=", low.saturating_sub(w));
+        }
+    }
+    sql.push(")");
+}
+
+fn or_values(sql: &mut Sql, values: &[ParamValue], mut each: impl FnMut(&mut Sql, &ParamValue)) {
+    sql.push("(");
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            sql.push(" OR ");
+        }
+        each(sql, v);
+    }
+    sql.push(")");
+}
+
+/// Writes `SELECT DISTINCT x.id FROM <index table> x WHERE ...` (the ids matching `p`). Not for
+/// `_lastUpdated`, which is a condition on `r` itself ([`last_updated_condition`]).
+/// With `correlated`, writes `SELECT 1 FROM ... WHERE ... AND x.id = r.id` instead (for `EXISTS`).
+fn param_subquery(sql: &mut Sql, rt: &str, p: &ParsedParam, now_ms: i64, correlated: bool) {
+    let sub = |sql: &mut Sql, table: &str| {
+        sql.push(if correlated {
+            "SELECT 1 FROM "
+        } else {
+            "SELECT DISTINCT x.id FROM "
+        })
+        .push(table)
+        .push(" x WHERE x.resource_type = ")
+        .text_arg(rt);
+        if correlated {
+            sql.push(" AND x.id = r.id");
+        }
+        sql.push(" AND x.param = ").text_arg(p.name).push(" AND ");
+    };
+    match p.kind {
+        ParamKind::Id | ParamKind::LastUpdated => {
+            let ids = p.values.iter().filter_map(|v| match v {
+                ParamValue::Id(id) => Some(id.as_str()),
+                _ => None,
+            });
+            if correlated {
+                sql.push("SELECT 1 FROM fhir_resources x WHERE x.resource_type = ")
+                    .text_arg(rt)
+                    .push(" AND x.id = r.id AND x.id IN ");
+            } else {
+                sql.push("SELECT x.id FROM fhir_resources x WHERE x.resource_type = ")
+                    .text_arg(rt)
+                    .push(" AND x.id IN ");
+            }
+            sql.text_list(ids);
+        }
+        ParamKind::Token => {
+            sub(sql, "fhir_token");
+            or_values(sql, &p.values, |sql, v| {
+                let ParamValue::Token(t) = v else {
+                    sql.push("1 = 0");
+                    return;
+                };
+                sql.push("(");
+                match (&t.system, &t.code) {
+                    (None, Some(code)) => {
+                        sql.push("x.code = ").text_arg(code);
+                    }
+                    (Some(system), Some(code)) => {
+                        sql.push("x.code = ")
+                            .text_arg(code)
+                            .push(" AND x.system = ")
+                            .text_arg(system);
+                    }
+                    (Some(system), None) => {
+                        sql.push("x.system = ").text_arg(system);
+                    }
+                    (None, None) => {
+                        sql.push("1 = 0");
+                    }
+                }
+                sql.push(")");
+            });
+        }
+        ParamKind::Reference => {
+            sub(sql, "fhir_ref");
+            let targets = p.values.iter().flat_map(|v| match v {
+                ParamValue::Reference(t) => t.as_slice(),
+                _ => &[],
+            });
+            sql.push("x.target IN ");
+            sql.text_list(targets.map(String::as_str));
+        }
+        ParamKind::Date => {
+            sub(sql, "fhir_date");
+            or_values(sql, &p.values, |sql, v| {
+                if let ParamValue::Date { prefix, low, high } = v {
+                    date_condition(sql, *prefix, *low, *high, "x.low", "x.high", now_ms);
+                } else {
+                    sql.push("1 = 0");
+                }
+            });
+        }
+        ParamKind::String => {
+            sub(sql, "fhir_string");
+            or_values(sql, &p.values, |sql, v| {
+                let ParamValue::String(s) = v else {
+                    sql.push("1 = 0");
+                    return;
+                };
+                // A prefix range (byte order: BINARY in SQLite, COLLATE "C" in PostgreSQL).
+                let mut upper = s.clone();
+                upper.push(char::MAX);
+                sql.push("(x.value >= ")
+                    .text_arg(s)
+                    .push(" AND x.value < ")
+                    .text_arg(&upper)
+                    .push(")");
+            });
+        }
+    }
+}
+
+fn last_updated_condition(sql: &mut Sql, p: &ParsedParam, now_ms: i64) {
+    or_values(sql, &p.values, |sql, v| {
+        if let ParamValue::Date { prefix, low, high } = v {
+            let col = "r.last_updated";
+            date_condition(sql, *prefix, *low, *high, col, col, now_ms);
+        } else {
+            sql.push("1 = 0");
+        }
+    });
+}
+
+fn compartment_subquery(sql: &mut Sql, rt: &str, patients: &[String], correlated: bool) {
+    sql.push(if correlated {
+        "SELECT 1 FROM fhir_compartment c WHERE c.resource_type = "
+    } else {
+        "SELECT DISTINCT c.id FROM fhir_compartment c WHERE c.resource_type = "
+    })
+    .text_arg(rt);
+    if correlated {
+        sql.push(" AND c.id = r.id");
+    }
+    sql.push(" AND c.patient_id IN ")
+        .text_list(patients.iter().map(String::as_str));
+}
+
+/// Which condition leads the plan: the most selective kind of parameter, else the compartment, else a
+/// date. (`usize::MAX` = the compartment.)
+fn driver(q: &SearchQuery) -> Option<usize> {
+    let rank = |k: ParamKind| match k {
+        ParamKind::Id => 0,
+        ParamKind::Reference => 1,
+        ParamKind::Token => 2,
+        ParamKind::String => 3,
+        ParamKind::Date => 5,
+        ParamKind::LastUpdated => 9,
+    };
+    let mut best: Option<(u8, usize)> = None;
+    for (i, p) in q.params.iter().enumerate() {
+        let r = rank(p.kind);
+        if r < 9 && !p.values.is_empty() && best.is_none_or(|(b, _)| r < b) {
+            best = Some((r, i));
+        }
+    }
+    if q.patient_compartment
+        .as_ref()
+        .is_some_and(|c| !c.is_empty())
+        && best.is_none_or(|(b, _)| 4 < b)
+    {
+        best = Some((4, usize::MAX));
+    }
+    best.map(|(_, i)| i)
+}
+
+/// `FROM ... WHERE ...` for the query's filters (no cursor, no order). With a selective condition, the
+/// plan is led by it: `FROM (<its ids>) m CROSS JOIN fhir_resources r` (SQLite keeps the CROSS JOIN
+/// order; PostgreSQL plans freely), so a search never walks every resource of the type.
+fn from_where(sql: &mut Sql, q: &SearchQuery, now_ms: i64) {
+    let rt = q.resource_type.as_str();
+    let lead = driver(q);
+    match lead {
+        Some(i) => {
+            sql.push(" FROM (");
+            match (i, &q.patient_compartment) {
+                (usize::MAX, Some(patients)) => compartment_subquery(sql, rt, patients, false),
+                _ => {
+                    if let Some(p) = q.params.get(i) {
+                        param_subquery(sql, rt, p, now_ms, false);
+                    }
+                }
+            }
+            sql.push(") m CROSS JOIN fhir_resources r WHERE r.resource_type = ")
+                .text_arg(rt)
+                .push(" AND r.id = m.id");
+        }
+        None => {
+            sql.push(" FROM fhir_resources r WHERE r.resource_type = ")
+                .text_arg(rt);
+        }
+    }
+    for (i, p) in q.params.iter().enumerate() {
+        if lead == Some(i) {
+            continue;
+        }
+        if p.values.is_empty() {
+            sql.push(" AND 1 = 0");
+        } else if p.kind == ParamKind::LastUpdated {
+            sql.push(" AND ");
+            last_updated_condition(sql, p, now_ms);
+        } else {
+            // Checked per candidate row (the lead condition already narrowed them).
+            sql.push(" AND EXISTS (");
+            param_subquery(sql, rt, p, now_ms, true);
+            sql.push(")");
+        }
+    }
+    if let Some(patients) = &q.patient_compartment {
+        if patients.is_empty() {
+            sql.push(" AND 1 = 0");
+        } else if lead != Some(usize::MAX) {
+            sql.push(" AND EXISTS (");
+            compartment_subquery(sql, rt, patients, true);
+            sql.push(")");
+        }
+    }
+}
+
+/// One page: newest first, keyset-paged after `cursor` (last_updated ms, id), `limit` rows.
+pub(crate) fn search_sql(
+    q: &SearchQuery,
+    cursor: Option<&(i64, String)>,
+    limit: i64,
+    now_ms: i64,
+) -> Sql {
+    let mut sql = Sql::new("SELECT r.resource_type, r.id, r.version_id, r.last_updated, r.json");
+    from_where(&mut sql, q, now_ms);
+    if let Some((lu, id)) = cursor {
+        sql.push(" AND (r.last_updated < ")
+            .int_arg(*lu)
+            .push(" OR (r.last_updated = ")
+            .int_arg(*lu)
+            .push(" AND r.id < ")
+            .text_arg(id)
+            .push("))");
+    }
+    sql.push(" ORDER BY r.last_updated DESC, r.id DESC LIMIT ")
+        .int_arg(limit);
+    sql
+}
+
+/// The number of matches, counting at most `MAX_TOTAL + 1`.
+pub(crate) fn count_sql(q: &SearchQuery, now_ms: i64) -> Sql {
+    let mut sql = Sql::new("SELECT COUNT(*) AS n FROM (SELECT 1 AS one");
+    from_where(&mut sql, q, now_ms);
+    sql.push(" LIMIT ")
+        .int_arg(i64::try_from(MAX_TOTAL + 1).unwrap_or(i64::MAX))
+        .push(") AS matches");
+    sql
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fhir::params::{parse_param, ResourceType};
+
+    #[test]
+    fn search_sql_shape() {
+        let rt = ResourceType::ExplanationOfBenefit;
+        let mut q = SearchQuery::new(rt);
+        q.params.push(parse_param(rt, "patient", "p1").unwrap());
+        q.params.push(parse_param(rt, "type", "a|b,c").unwrap());
+        q.patient_compartment = Some(vec!["p1".into()]);
+        let s = search_sql(&q, Some(&(5, "x".into())), 11, 0);
+        assert!(
+            s.text.contains(
+                " FROM (SELECT DISTINCT x.id FROM fhir_ref x WHERE x.resource_type = $1 AND x.param = $2 \
+                 AND x.target IN ($3)) m CROSS JOIN fhir_resources r WHERE r.resource_type = $4 \
+                 AND r.id = m.id AND EXISTS (SELECT 1 FROM fhir_token x WHERE x.resource_type = $5 \
+                 AND x.id = r.id AND x.param = $6"
+            ),
+            "{}",
+            s.text
+        );
+        assert!(
+            s.text
+                .contains("((x.code = $7 AND x.system = $8) OR (x.code = $9))"),
+            "{}",
+            s.text
+        );
+        assert!(
+            s.text
+                .ends_with("ORDER BY r.last_updated DESC, r.id DESC LIMIT $15"),
+            "{}",
+            s.text
+        );
+        assert_eq!(s.binds.len(), 15);
+        assert_eq!(s.binds[14], Bind::Int(11));
+        let mut p = s.clone();
+        p.make_positional();
+        assert_eq!(p.text.matches('?').count(), 15);
+        assert!(!p.text.contains('$'));
+    }
+}

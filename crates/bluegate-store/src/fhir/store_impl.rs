@@ -1,0 +1,485 @@
+//! [`FhirStore`](crate::FhirStore) written once for both backends, expanded by `impl_fhir_store!` in
+//! each backend module after `impl_store!` (it uses that expansion's `col` helper and the module's
+//! `Db`, `DbRow` and `begin_write`).
+
+/// Most resources written by one multi-row statement (and looked up by one `IN` list).
+pub(crate) const RESOURCE_CHUNK: usize = 200;
+/// Most index rows inserted by one multi-row statement.
+pub(crate) const INDEX_CHUNK: usize = 1000;
+
+macro_rules! impl_fhir_store {
+    ($store:ident, for_update = $for_update:literal, positional_params = $positional:literal) => {
+        mod fhir_impl {
+            use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+            use sqlx::{Database, Transaction};
+            use time::OffsetDateTime;
+
+            use super::{begin_write, col, $store, Db, DbRow};
+            use $crate::fhir::params::{format_instant_ms, reference_targets, ResourceType};
+            use $crate::fhir::resource::Prepared;
+            use $crate::fhir::sql::{count_sql, search_sql, Bind, Sql, RESOURCE_COLS};
+            use $crate::fhir::store_impl::{INDEX_CHUNK, RESOURCE_CHUNK};
+            use $crate::fhir::{
+                decode_cursor, encode_cursor, from_ms, ms, FhirStore, IncludeSpec, SearchPage,
+                SearchQuery, StoredResource, MAX_BATCH, MAX_COUNT,
+            };
+            use $crate::StoreError;
+
+            type Query<'q> = sqlx::query::Query<'q, Db, <Db as Database>::Arguments<'q>>;
+
+            fn bind_all<'q>(mut q: Query<'q>, binds: &'q [Bind]) -> Query<'q> {
+                for b in binds {
+                    q = match b {
+                        Bind::Text(s) => q.bind(s.as_str()),
+                        Bind::Int(i) => q.bind(*i),
+                    };
+                }
+                q
+            }
+
+            /// The statement with its binds. SQLite gets anonymous `?` placeholders: looking up `$N`
+            /// names is linear per parameter in SQLite, so quadratic for multi-row statements.
+            fn query(sql: &mut Sql) -> Query<'_> {
+                if $positional {
+                    sql.make_positional();
+                }
+                bind_all(sqlx::query(&sql.text), &sql.binds)
+            }
+
+            fn resource_from_row(row: &DbRow) -> Result<StoredResource, StoreError> {
+                let rt: String = col(row, "resource_type")?;
+                Ok(StoredResource {
+                    resource_type: ResourceType::parse(&rt).ok_or_else(|| {
+                        StoreError::Corrupt(format!("unknown resource type {rt:?}"))
+                    })?,
+                    id: col(row, "id")?,
+                    version_id: col(row, "version_id")?,
+                    last_updated: from_ms(col(row, "last_updated")?)?,
+                    json: col(row, "json")?,
+                })
+            }
+
+            /// Runs `sql` for each group of ids of one type: `<prefix> resource_type = $ AND id IN (...)`.
+            fn by_type_sql(prefix: &str, rt: ResourceType, ids: &[&str], suffix: &str) -> Sql {
+                let mut sql = Sql::new(prefix);
+                sql.push(" WHERE resource_type = ")
+                    .text_arg(rt.as_str())
+                    .push(" AND id IN ")
+                    .text_list(ids.iter().copied())
+                    .push(suffix);
+                sql
+            }
+
+            /// Inserts `rows` (each `width` binds) into `table (cols)` with multi-row statements.
+            async fn insert_rows(
+                tx: &mut Transaction<'static, Db>,
+                table: &str,
+                cols: &str,
+                rows: &[Vec<Bind>],
+            ) -> Result<(), StoreError> {
+                for chunk in rows.chunks(INDEX_CHUNK) {
+                    let mut sql = Sql::new("INSERT INTO ");
+                    sql.push(table).push(" (").push(cols).push(") VALUES ");
+                    for (i, row) in chunk.iter().enumerate() {
+                        sql.row(i == 0, row);
+                    }
+                    query(&mut sql)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                Ok(())
+            }
+
+            /// Writes resources with distinct (type, id) in one go: new versions, history, index rows.
+            async fn write_chunk(
+                tx: &mut Transaction<'static, Db>,
+                chunk: &[Prepared<'_>],
+                lu_ms: i64,
+                lu_text: &str,
+            ) -> Result<Vec<StoredResource>, StoreError> {
+                let mut groups: BTreeMap<ResourceType, Vec<&str>> = BTreeMap::new();
+                for p in chunk {
+                    groups.entry(p.rt).or_default().push(p.id.as_str());
+                }
+                // Current versions (row-locked on PostgreSQL).
+                let mut current: HashMap<(ResourceType, String), i64> = HashMap::new();
+                for (rt, ids) in &groups {
+                    let mut sql = by_type_sql(
+                        "SELECT id, version_id FROM fhir_resources",
+                        *rt,
+                        ids,
+                        $for_update,
+                    );
+                    for row in query(&mut sql)
+                        .fetch_all(&mut **tx)
+                        .await?
+                    {
+                        let id: String = col(&row, "id")?;
+                        let v: i64 = col(&row, "version_id")?;
+                        current.insert((*rt, id), v);
+                    }
+                }
+                // Updated resources: keep the old version for vread, drop its index rows.
+                if !current.is_empty() {
+                    for (rt, ids) in &groups {
+                        let updated: Vec<&str> = ids
+                            .iter()
+                            .copied()
+                            .filter(|id| current.contains_key(&(*rt, (*id).to_owned())))
+                            .collect();
+                        if updated.is_empty() {
+                            continue;
+                        }
+                        let mut sql = by_type_sql(
+                            concat!(
+                                "INSERT INTO fhir_history (resource_type, id, version_id, last_updated, json) ",
+                                "SELECT resource_type, id, version_id, last_updated, json FROM fhir_resources"
+                            ),
+                            *rt,
+                            &updated,
+                            "",
+                        );
+                        query(&mut sql)
+                            .execute(&mut **tx)
+                            .await?;
+                        for table in [
+                            "fhir_token",
+                            "fhir_ref",
+                            "fhir_date",
+                            "fhir_string",
+                            "fhir_compartment",
+                        ] {
+                            let mut sql = by_type_sql(&format!("DELETE FROM {table}"), *rt, &updated, "");
+                            query(&mut sql)
+                                .execute(&mut **tx)
+                                .await?;
+                        }
+                    }
+                }
+                // The resources themselves: insert, or update guarded by the version just read.
+                let mut out = Vec::with_capacity(chunk.len());
+                let mut sql = Sql::new("INSERT INTO fhir_resources (");
+                sql.push(RESOURCE_COLS).push(") VALUES ");
+                let last_updated = from_ms(lu_ms)?;
+                for (i, p) in chunk.iter().enumerate() {
+                    let version = current.get(&(p.rt, p.id.clone())).copied().unwrap_or(0) + 1;
+                    let json = p.render(version, lu_text);
+                    sql.row(
+                        i == 0,
+                        &[
+                            Bind::Text(p.rt.as_str().to_owned()),
+                            Bind::Text(p.id.clone()),
+                            Bind::Int(version),
+                            Bind::Int(lu_ms),
+                            Bind::Text(json.clone()),
+                        ],
+                    );
+                    out.push(StoredResource {
+                        resource_type: p.rt,
+                        id: p.id.clone(),
+                        version_id: version,
+                        last_updated,
+                        json,
+                    });
+                }
+                sql.push(
+                    " ON CONFLICT (resource_type, id) DO UPDATE SET version_id = excluded.version_id, \
+                     last_updated = excluded.last_updated, json = excluded.json \
+                     WHERE fhir_resources.version_id = excluded.version_id - 1",
+                );
+                let written = query(&mut sql)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected();
+                if written != chunk.len() as u64 {
+                    return Err(StoreError::Conflict(
+                        "resource changed concurrently; retry".into(),
+                    ));
+                }
+                // Index rows.
+                let (mut tokens, mut refs, mut dates, mut strings, mut comps) =
+                    (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                for p in chunk {
+                    let rt = || Bind::Text(p.rt.as_str().to_owned());
+                    let id = || Bind::Text(p.id.clone());
+                    for (param, system, code) in &p.index.tokens {
+                        tokens.push(vec![
+                            rt(),
+                            id(),
+                            Bind::Text((*param).to_owned()),
+                            Bind::Text(system.clone()),
+                            Bind::Text(code.clone()),
+                        ]);
+                    }
+                    for (param, target) in &p.index.references {
+                        refs.push(vec![rt(), id(), Bind::Text((*param).to_owned()), Bind::Text(target.clone())]);
+                    }
+                    for (param, low, high) in &p.index.dates {
+                        dates.push(vec![
+                            rt(),
+                            id(),
+                            Bind::Text((*param).to_owned()),
+                            Bind::Int(*low),
+                            Bind::Int(*high),
+                        ]);
+                    }
+                    for (param, value) in &p.index.strings {
+                        strings.push(vec![rt(), id(), Bind::Text((*param).to_owned()), Bind::Text(value.clone())]);
+                    }
+                    for patient in &p.index.patients {
+                        comps.push(vec![rt(), id(), Bind::Text(patient.clone())]);
+                    }
+                }
+                insert_rows(tx, "fhir_token", "resource_type, id, param, system, code", &tokens).await?;
+                insert_rows(tx, "fhir_ref", "resource_type, id, param, target", &refs).await?;
+                insert_rows(tx, "fhir_date", "resource_type, id, param, low, high", &dates).await?;
+                insert_rows(tx, "fhir_string", "resource_type, id, param, value", &strings).await?;
+                insert_rows(tx, "fhir_compartment", "resource_type, id, patient_id", &comps).await?;
+                Ok(out)
+            }
+
+            async fn fetch_current<'e, E>(
+                exec: E,
+                keys: &BTreeMap<ResourceType, BTreeSet<String>>,
+            ) -> Result<Vec<StoredResource>, StoreError>
+            where
+                E: sqlx::Executor<'e, Database = Db> + Copy,
+            {
+                let mut out = Vec::new();
+                for (rt, ids) in keys {
+                    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+                    for chunk in ids.chunks(RESOURCE_CHUNK) {
+                        let mut sql = by_type_sql(
+                            "SELECT resource_type, id, version_id, last_updated, json FROM fhir_resources",
+                            *rt,
+                            chunk,
+                            "",
+                        );
+                        for row in query(&mut sql)
+                            .fetch_all(exec)
+                            .await?
+                        {
+                            out.push(resource_from_row(&row)?);
+                        }
+                    }
+                }
+                out.sort_by(|a, b| (a.resource_type, &a.id).cmp(&(b.resource_type, &b.id)));
+                Ok(out)
+            }
+
+            #[async_trait::async_trait]
+            impl FhirStore for $store {
+                async fn put_resource(
+                    &self,
+                    json_text: &str,
+                    now: OffsetDateTime,
+                ) -> Result<StoredResource, StoreError> {
+                    let prepared =
+                        Prepared::parse(json_text).map_err(|e| StoreError::Invalid(e.0))?;
+                    let lu_ms = ms(now);
+                    let lu_text = format_instant_ms(lu_ms);
+                    let mut tx = begin_write(&self.pool).await?;
+                    let mut out =
+                        write_chunk(&mut tx, std::slice::from_ref(&prepared), lu_ms, &lu_text).await?;
+                    tx.commit().await?;
+                    out.pop()
+                        .ok_or_else(|| StoreError::Database("resource not written".into()))
+                }
+
+                async fn put_batch(
+                    &self,
+                    json_texts: &[String],
+                    now: OffsetDateTime,
+                ) -> Result<Vec<StoredResource>, StoreError> {
+                    if json_texts.len() > MAX_BATCH {
+                        return Err(StoreError::Invalid(format!(
+                            "at most {MAX_BATCH} resources per batch"
+                        )));
+                    }
+                    let prepared = json_texts
+                        .iter()
+                        .enumerate()
+                        .map(|(i, t)| {
+                            Prepared::parse(t)
+                                .map_err(|e| StoreError::Invalid(format!("resource #{i}: {}", e.0)))
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    // Contiguous chunks of distinct (type, id); a repeat starts a new chunk.
+                    let mut bounds = Vec::new();
+                    let mut start = 0;
+                    let mut seen: HashSet<(ResourceType, &str)> = HashSet::new();
+                    for (i, p) in prepared.iter().enumerate() {
+                        if i - start == RESOURCE_CHUNK || !seen.insert((p.rt, p.id.as_str())) {
+                            bounds.push(start..i);
+                            start = i;
+                            seen.clear();
+                            seen.insert((p.rt, p.id.as_str()));
+                        }
+                    }
+                    bounds.push(start..prepared.len());
+                    let lu_ms = ms(now);
+                    let lu_text = format_instant_ms(lu_ms);
+                    let mut out = Vec::with_capacity(prepared.len());
+                    let mut tx = begin_write(&self.pool).await?;
+                    for range in bounds {
+                        if range.is_empty() {
+                            continue;
+                        }
+                        out.extend(write_chunk(&mut tx, &prepared[range], lu_ms, &lu_text).await?);
+                    }
+                    tx.commit().await?;
+                    Ok(out)
+                }
+
+                async fn read(
+                    &self,
+                    resource_type: ResourceType,
+                    id: &str,
+                ) -> Result<Option<StoredResource>, StoreError> {
+                    sqlx::query(
+                        "SELECT resource_type, id, version_id, last_updated, json FROM fhir_resources \
+                         WHERE resource_type = $1 AND id = $2",
+                    )
+                    .bind(resource_type.as_str())
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .as_ref()
+                    .map(resource_from_row)
+                    .transpose()
+                }
+
+                async fn vread(
+                    &self,
+                    resource_type: ResourceType,
+                    id: &str,
+                    version_id: i64,
+                ) -> Result<Option<StoredResource>, StoreError> {
+                    sqlx::query(
+                        "SELECT resource_type, id, version_id, last_updated, json FROM fhir_resources \
+                         WHERE resource_type = $1 AND id = $2 AND version_id = $3 \
+                         UNION ALL \
+                         SELECT resource_type, id, version_id, last_updated, json FROM fhir_history \
+                         WHERE resource_type = $4 AND id = $5 AND version_id = $6",
+                    )
+                    .bind(resource_type.as_str())
+                    .bind(id)
+                    .bind(version_id)
+                    .bind(resource_type.as_str())
+                    .bind(id)
+                    .bind(version_id)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .as_ref()
+                    .map(resource_from_row)
+                    .transpose()
+                }
+
+                async fn search(&self, q: &SearchQuery) -> Result<SearchPage, StoreError> {
+                    let count = q.count.clamp(1, MAX_COUNT) as usize;
+                    let cursor = q.cursor.as_deref().map(decode_cursor).transpose()?;
+                    if q.patient_compartment.as_ref().is_some_and(Vec::is_empty) {
+                        return Ok(SearchPage {
+                            resources: Vec::new(),
+                            total: q.with_total.then_some(0),
+                            next_cursor: None,
+                        });
+                    }
+                    let now_ms = ms(OffsetDateTime::now_utc());
+                    let mut sql = search_sql(q, cursor.as_ref(), count as i64 + 1, now_ms);
+                    let mut resources = query(&mut sql)
+                        .fetch_all(&self.pool)
+                        .await?
+                        .iter()
+                        .map(resource_from_row)
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let next_cursor = if resources.len() > count {
+                        resources.truncate(count);
+                        resources
+                            .last()
+                            .map(|r| encode_cursor(ms(r.last_updated), &r.id))
+                    } else {
+                        None
+                    };
+                    let total = if q.with_total {
+                        let mut sql = count_sql(q, now_ms);
+                        let row = query(&mut sql)
+                            .fetch_one(&self.pool)
+                            .await?;
+                        let n: i64 = col(&row, "n")?;
+                        let n = u64::try_from(n).unwrap_or(0);
+                        (n <= $crate::fhir::MAX_TOTAL).then_some(n)
+                    } else {
+                        None
+                    };
+                    Ok(SearchPage {
+                        resources,
+                        total,
+                        next_cursor,
+                    })
+                }
+
+                async fn include(
+                    &self,
+                    resources: &[StoredResource],
+                    specs: &[IncludeSpec],
+                ) -> Result<Vec<StoredResource>, StoreError> {
+                    let mut seen: HashSet<(ResourceType, String)> = resources
+                        .iter()
+                        .map(|r| (r.resource_type, r.id.clone()))
+                        .collect();
+                    let mut out: Vec<StoredResource> = Vec::new();
+                    let mut frontier: Vec<StoredResource> = resources.to_vec();
+                    for round in 0..4 {
+                        let mut wanted: BTreeMap<ResourceType, BTreeSet<String>> = BTreeMap::new();
+                        for spec in specs.iter().filter(|s| round == 0 || s.iterate) {
+                            for r in frontier.iter().filter(|r| r.resource_type == spec.source) {
+                                let targets =
+                                    reference_targets(r.resource_type, &r.id, &r.json, &spec.params)
+                                        .map_err(|e| StoreError::Corrupt(e.0))?;
+                                for t in targets {
+                                    let Some((ty, id)) = t.split_once('/') else { continue };
+                                    if spec.target_type.as_deref().is_some_and(|want| want != ty) {
+                                        continue;
+                                    }
+                                    let Some(ty) = ResourceType::parse(ty) else { continue };
+                                    if !seen.contains(&(ty, id.to_owned())) {
+                                        wanted.entry(ty).or_default().insert(id.to_owned());
+                                    }
+                                }
+                            }
+                        }
+                        if wanted.is_empty() {
+                            break;
+                        }
+                        let found = fetch_current(&self.pool, &wanted).await?;
+                        for r in &found {
+                            seen.insert((r.resource_type, r.id.clone()));
+                        }
+                        out.extend(found.iter().cloned());
+                        frontier = found;
+                    }
+                    out.sort_by(|a, b| (a.resource_type, &a.id).cmp(&(b.resource_type, &b.id)));
+                    Ok(out)
+                }
+
+                async fn compartment_patients(
+                    &self,
+                    resource_type: ResourceType,
+                    id: &str,
+                ) -> Result<Vec<String>, StoreError> {
+                    let rows = sqlx::query(
+                        "SELECT patient_id FROM fhir_compartment WHERE resource_type = $1 AND id = $2 \
+                         ORDER BY patient_id",
+                    )
+                    .bind(resource_type.as_str())
+                    .bind(id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    rows.iter().map(|r| col(r, "patient_id")).collect()
+                }
+            }
+        }
+    };
+}
