@@ -17,6 +17,7 @@ pub mod random;
 pub mod routes;
 pub mod serve;
 pub mod session;
+pub mod signin;
 pub mod signing;
 pub mod telemetry;
 pub mod tls;

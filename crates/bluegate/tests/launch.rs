@@ -1566,3 +1566,108 @@ async fn asym_b2b_flow(s: common::TestServer) {
     let _ = scopes::MAX_SCOPE_LEN;
     s.stop().await;
 }
+
+#[tokio::test]
+async fn account_page_lists_and_revokes_app_access() {
+    let s = common::start_server("").await;
+    add_member(&s, "ivy", &["pat-ivy"], "Patient/pat-ivy").await;
+    add_client(&s, "acct-app", "none", None, json!({})).await;
+    let mut b = Browser::new(&s);
+    let p = pkce();
+    let back = launch(
+        &mut b,
+        &s,
+        &authorize_url(&s, "acct-app", SCOPE, "st", Some(&p.challenge)),
+        "ivy",
+        None,
+        &[],
+    )
+    .await;
+    let code = query_param(&back, "code").unwrap();
+    let (_, tok, _) = token_request(
+        &s,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("client_id", "acct-app"),
+            ("code_verifier", &p.verifier),
+        ],
+        None,
+    )
+    .await;
+    let rt = tok["refresh_token"].as_str().unwrap().to_string();
+    let at = tok["access_token"].as_str().unwrap().to_string();
+
+    // A fresh browser must sign in first; wrong credentials are refused.
+    let mut other = Browser::new(&s);
+    let page = other.get(&s.url("/account/apps")).await;
+    assert_eq!(page.status, 200);
+    let csrf = hidden(&page.body, "csrf");
+    let page = other
+        .post(
+            &s.url("/account/login"),
+            &[("username", "ivy"), ("password", "wrong"), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(page.status, 401);
+    let page = other
+        .post(
+            &s.url("/account/login"),
+            &[
+                ("username", "ivy"),
+                ("password", "correct horse battery"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("App acct-app"), "{}", page.body);
+    let grant_id = hidden(&page.body, "grant_id");
+    // Revoking needs the CSRF token.
+    let page = other
+        .post(&s.url("/account/apps/revoke"), &[("grant_id", &grant_id)])
+        .await;
+    assert_eq!(page.status, 403);
+    let page = other
+        .post(
+            &s.url("/account/apps/revoke"),
+            &[("grant_id", &grant_id), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Access revoked."), "{}", page.body);
+    assert!(
+        !page.body.contains("App acct-app"),
+        "revoked app still listed"
+    );
+    // The app's tokens are dead, and the next launch asks for consent again.
+    assert_eq!(introspect(&s, &at, "acct-app").await["active"], false);
+    let (status, _, _) = token_request(
+        &s,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &rt),
+            ("client_id", "acct-app"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(status, 400);
+    let p2 = pkce();
+    let page = b
+        .get(&authorize_url(
+            &s,
+            "acct-app",
+            SCOPE,
+            "st2",
+            Some(&p2.challenge),
+        ))
+        .await;
+    assert_eq!(
+        page.status, 200,
+        "consent should be asked again after revocation"
+    );
+    assert!(!values_of(&page.body, "scope").is_empty());
+    s.stop().await;
+}

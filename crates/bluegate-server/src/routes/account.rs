@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
 use serde_json::json;
 use time::OffsetDateTime;
 
@@ -12,27 +12,13 @@ use crate::app::{AppState, SharedState};
 use crate::error::ApiError;
 use crate::pages;
 use crate::routes::authorize::{audit, client_name, first, pairs};
-use crate::session::{self, Session};
+use crate::session;
 
 const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; \
     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 fn html(status: StatusCode, body: String, cookies: Vec<HeaderValue>) -> Response {
-    let mut resp = (status, body).into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(PAGE_CSP),
-    );
-    for c in cookies {
-        h.append(header::SET_COOKIE, c);
-    }
-    resp
+    crate::routes::authorize::html_with_csp(status, body, cookies, PAGE_CSP)
 }
 
 fn login(
@@ -134,88 +120,22 @@ pub async fn account_login(
             vec![],
         ));
     }
-    let now = OffsetDateTime::now_utc();
     let username = first(&form, "username")
         .unwrap_or_default()
         .trim()
         .to_string();
     let password = first(&form, "password").unwrap_or_default();
-    let acct_key = format!("account:{}", username.to_lowercase());
-    let addr_key = format!("address:{}", peer.ip());
-    let since = now - bluegate_store::LOGIN_FAILURE_WINDOW;
-    if state.store.count_login_failures(&acct_key, since).await? >= 5
-        || state.store.count_login_failures(&addr_key, since).await? >= 50
-    {
+    let outcome =
+        crate::signin::sign_in(&state, &username, password, peer, None, "account").await?;
+    let crate::signin::SignIn::Ok(member, cookie) = outcome else {
         return Ok(login(
             &csrf,
-            Some("Too many failed sign-in attempts. Wait 15 minutes and try again."),
-            StatusCode::TOO_MANY_REQUESTS,
-            vec![],
-        ));
-    }
-    let member = state
-        .store
-        .get_member_by_username(&username)
-        .await?
-        .filter(|m| !m.disabled);
-    let ok = match &member {
-        Some(m) => crate::passwords::verify(password, &m.password_hash),
-        None => {
-            crate::passwords::verify(password, crate::passwords::dummy_hash());
-            false
-        }
-    };
-    let Some(member) = member.filter(|_| ok) else {
-        state.store.record_login_failure(&acct_key, now).await?;
-        state.store.record_login_failure(&addr_key, now).await?;
-        audit(
-            &state,
-            "login.failure",
-            "failure",
-            None,
-            None,
-            None,
-            Some(peer),
-            json!({"username": username, "via": "account"}),
-        )
-        .await;
-        return Ok(login(
-            &csrf,
-            Some("The username or password is not correct."),
-            StatusCode::UNAUTHORIZED,
+            crate::signin::message(&outcome),
+            crate::signin::status(&outcome),
             vec![],
         ));
     };
-    state.store.reset_login_failures(&acct_key).await?;
-    audit(
-        &state,
-        "login.success",
-        "success",
-        None,
-        Some(&member.id),
-        None,
-        Some(peer),
-        json!({"via": "account"}),
-    )
-    .await;
-    let t = now.unix_timestamp();
-    let sealed = session::seal_session(
-        &state,
-        &Session {
-            sub: member.id.clone(),
-            iat: t,
-            exp: t + session::SESSION_LIFETIME,
-        },
-    )
-    .ok_or_else(|| ApiError::internal(crate::error::Wire::OAuth, &"cannot sign the session"))?;
-    apps_page(
-        &state,
-        &member.id,
-        &csrf,
-        None,
-        vec![session::session_cookie(&sealed)],
-    )
-    .await
+    apps_page(&state, &member.id, &csrf, None, vec![cookie]).await
 }
 
 /// `POST /account/apps/revoke`: revoke a grant (its refresh tokens and access tokens die with it) and

@@ -21,11 +21,7 @@ use time::OffsetDateTime;
 use crate::app::{AppState, SharedState};
 use crate::error::ApiError;
 use crate::pages;
-use crate::session::{self, Session, Txn};
-
-/// Failed sign-ins per account, and per address, within the window before sign-in is refused.
-const MAX_FAILURES_PER_ACCOUNT: u32 = 5;
-const MAX_FAILURES_PER_ADDRESS: u32 = 50;
+use crate::session::{self, Txn};
 
 pub const SERVED_TYPES: &[&str] = bluegate_core::discovery::RESOURCE_TYPES;
 /// Granular scope filters the FHIR API enforces.
@@ -45,6 +41,16 @@ const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src h
     frame-ancestors 'none'; base-uri 'none'";
 
 fn html(status: StatusCode, body: String, cookies: Vec<HeaderValue>) -> Response {
+    html_with_csp(status, body, cookies, PAGE_CSP)
+}
+
+/// An HTML page: never cached, with the given CSP (every page CSP refuses framing).
+pub(crate) fn html_with_csp(
+    status: StatusCode,
+    body: String,
+    cookies: Vec<HeaderValue>,
+    csp: &'static str,
+) -> Response {
     let mut resp = (status, body).into_response();
     let h = resp.headers_mut();
     h.insert(
@@ -54,7 +60,7 @@ fn html(status: StatusCode, body: String, cookies: Vec<HeaderValue>) -> Response
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(PAGE_CSP),
+        HeaderValue::from_static(csp),
     );
     for c in cookies {
         h.append(header::SET_COOKIE, c);
@@ -478,109 +484,32 @@ pub async fn login(
         Ok(p) => p,
         Err(resp) => return Ok(resp),
     };
-    let now = OffsetDateTime::now_utc();
     let username = first(&p.pairs, "username")
         .unwrap_or_default()
         .trim()
         .to_string();
     let password = first(&p.pairs, "password").unwrap_or_default().to_string();
-    if username.is_empty() || username.len() > 128 || password.is_empty() || password.len() > 1024 {
-        return login_page(
-            &state,
-            &p.client,
-            &p.txn,
-            &p.csrf,
-            Some("Enter your username and password."),
-            &username,
-            vec![],
-            StatusCode::BAD_REQUEST,
-        );
-    }
-    let acct_key = format!("account:{}", username.to_lowercase());
-    let addr_key = format!("address:{}", peer.ip());
-    let since = now - bluegate_store::LOGIN_FAILURE_WINDOW;
-    let locked = state.store.count_login_failures(&acct_key, since).await?
-        >= MAX_FAILURES_PER_ACCOUNT
-        || state.store.count_login_failures(&addr_key, since).await? >= MAX_FAILURES_PER_ADDRESS;
-    if locked {
-        audit(
-            &state,
-            "login.locked",
-            "failure",
-            Some(&p.client.client_id),
-            None,
-            None,
-            Some(peer),
-            json!({"username": username}),
-        )
-        .await;
-        return login_page(
-            &state,
-            &p.client,
-            &p.txn,
-            &p.csrf,
-            Some("Too many failed sign-in attempts. Wait 15 minutes and try again."),
-            &username,
-            vec![],
-            StatusCode::TOO_MANY_REQUESTS,
-        );
-    }
-    let member = state.store.get_member_by_username(&username).await?;
-    // Hash even for unknown users so that timing does not reveal which usernames exist.
-    let ok = match &member {
-        Some(m) if !m.disabled => crate::passwords::verify(&password, &m.password_hash),
-        _ => {
-            crate::passwords::verify(&password, crate::passwords::dummy_hash());
-            false
-        }
-    };
-    let Some(member) = member.filter(|_| ok) else {
-        state.store.record_login_failure(&acct_key, now).await?;
-        state.store.record_login_failure(&addr_key, now).await?;
-        audit(
-            &state,
-            "login.failure",
-            "failure",
-            Some(&p.client.client_id),
-            None,
-            None,
-            Some(peer),
-            json!({"username": username}),
-        )
-        .await;
-        return login_page(
-            &state,
-            &p.client,
-            &p.txn,
-            &p.csrf,
-            Some("The username or password is not correct."),
-            &username,
-            vec![],
-            StatusCode::UNAUTHORIZED,
-        );
-    };
-    state.store.reset_login_failures(&acct_key).await?;
-    audit(
+    let outcome = crate::signin::sign_in(
         &state,
-        "login.success",
-        "success",
+        &username,
+        &password,
+        peer,
         Some(&p.client.client_id),
-        Some(&member.id),
-        None,
-        Some(peer),
-        json!({}),
+        "authorize",
     )
-    .await;
-    let t = now.unix_timestamp();
-    let sealed = session::seal_session(
-        &state,
-        &Session {
-            sub: member.id.clone(),
-            iat: t,
-            exp: t + session::SESSION_LIFETIME,
-        },
-    )
-    .ok_or_else(|| ApiError::internal(crate::error::Wire::OAuth, &"cannot sign the session"))?;
+    .await?;
+    let crate::signin::SignIn::Ok(member, cookie) = outcome else {
+        return login_page(
+            &state,
+            &p.client,
+            &p.txn,
+            &p.csrf,
+            crate::signin::message(&outcome),
+            &username,
+            vec![],
+            crate::signin::status(&outcome),
+        );
+    };
     next_step(
         &state,
         &p.client,
@@ -588,7 +517,7 @@ pub async fn login(
         &p.txn,
         None,
         &p.csrf,
-        vec![session::session_cookie(&sealed)],
+        vec![cookie],
     )
     .await
 }
