@@ -4,6 +4,7 @@ mod admin;
 mod app_cmd;
 mod bench;
 mod bench_token;
+mod fhir_cmd;
 mod pki_cmd;
 mod serve_cmd;
 
@@ -42,6 +43,9 @@ enum Command {
     /// List and rotate the server's signing keys.
     #[command(subcommand)]
     Keys(admin::KeysCmd),
+    /// FHIR data in the built-in store.
+    #[command(subcommand)]
+    Fhir(fhir_cmd::FhirCmd),
     /// Read the audit log.
     Audit(admin::AuditArgs),
     /// Make trust communities for testing: CAs, end-entity certificates with URI SANs, CRLs.
@@ -106,6 +110,7 @@ fn main() -> ExitCode {
             Command::Client(cmd) => admin::client(cmd).await,
             Command::Keys(cmd) => admin::keys(cmd).await,
             Command::Audit(args) => admin::audit(args).await,
+            Command::Fhir(cmd) => fhir_cmd::run(cmd).await,
             Command::Pki(cmd) => pki_cmd::run(cmd),
             Command::Bench(cmd) => bench::run(cmd).await,
             Command::App(cmd) => app_cmd::run(cmd).await,

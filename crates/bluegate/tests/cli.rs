@@ -214,6 +214,8 @@ fn every_command_has_help() {
         &["pki", "issue"],
         &["pki", "revoke"],
         &["pki", "crl"],
+        &["fhir"],
+        &["fhir", "import"],
         &["app"],
         &["app", "discover"],
         &["bench"],

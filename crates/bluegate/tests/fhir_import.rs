@@ -1,0 +1,93 @@
+//! `bluegate fhir import`: the CARIN BB IG examples, a Bundle and NDJSON; a bad resource is named and its
+//! batch is not imported.
+
+mod common;
+
+use std::path::PathBuf;
+
+use bluegate_store::fhir::params::ResourceType;
+
+fn fixtures() -> Option<PathBuf> {
+    let p =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/carin-bb-2.0.0");
+    p.exists().then_some(p)
+}
+
+#[tokio::test]
+async fn imports_ig_examples_bundles_and_ndjson() {
+    let Some(fx) = fixtures() else {
+        eprintln!("SKIPPED: CARIN BB fixtures not found beside the project");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let pki = common::make_pki(dir.path(), &format!("https://localhost:{port}/fhir"));
+    let config = common::write_config(dir.path(), port, &pki, "");
+    let c = config.to_str().unwrap().to_string();
+    let mut files: Vec<String> = Vec::new();
+    for sub in ["examples", "examples-nonfinancial"] {
+        for e in std::fs::read_dir(fx.join(sub)).unwrap() {
+            files.push(e.unwrap().path().to_str().unwrap().to_string());
+        }
+    }
+    files.sort();
+    let eobs = files
+        .iter()
+        .filter(|f| f.contains("ExplanationOfBenefit-"))
+        .count();
+    let mut args = vec!["fhir", "import", "--config", c.as_str()];
+    args.extend(files.iter().map(String::as_str));
+    let out = common::run_ok(&args);
+    assert!(
+        out.contains(&format!("imported {} resources", files.len())),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("ExplanationOfBenefit   {eobs}")),
+        "{out}"
+    );
+
+    // A Bundle of two resources, and an NDJSON file whose second line is not a resource.
+    let patient = std::fs::read_to_string(fx.join("examples/Patient-Patient1.json")).unwrap();
+    let org = std::fs::read_to_string(fx.join("examples/Organization-Payer1.json")).unwrap();
+    let bundle = format!("{{\"resourceType\":\"Bundle\",\"type\":\"collection\",\"entry\":[{{\"resource\":{patient}}},{{\"resource\":{org}}}]}}");
+    let bundle_path = dir.path().join("b.json");
+    std::fs::write(&bundle_path, bundle).unwrap();
+    let out = common::run_ok(&[
+        "fhir",
+        "import",
+        "--config",
+        &c,
+        bundle_path.to_str().unwrap(),
+    ]);
+    assert!(out.contains("imported 2 resources"), "{out}");
+    let one_line = |s: &str| {
+        serde_json::to_string(&serde_json::from_str::<serde_json::Value>(s).unwrap()).unwrap()
+    };
+    let good = one_line(&patient).replace("\"id\":\"Patient1\"", "\"id\":\"ndjson-good\"");
+    let nd = dir.path().join("x.ndjson");
+    std::fs::write(&nd, format!("{good}\n{{\"resourceType\":\"Patient\"}}\n")).unwrap();
+    let out = common::run(&["fhir", "import", "--config", &c, nd.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 2") && err.contains("no id"), "{err}");
+    // Nothing of that batch was stored.
+    let cfg = bluegate_server::config::load_file(&config, &Default::default()).unwrap();
+    let store = bluegate_server::serve::open_store(&cfg).await.unwrap();
+    assert!(store
+        .read(ResourceType::Patient, "ndjson-good")
+        .await
+        .unwrap()
+        .is_none());
+    // And the fixtures were stored as received (only meta differs).
+    let stored = store
+        .read(ResourceType::Patient, "Patient1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stored.json.contains("\"id\""), "{}", stored.json);
+    assert_eq!(
+        stored.version_id, 2,
+        "the Bundle import made a second version"
+    );
+}
