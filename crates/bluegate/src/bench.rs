@@ -142,19 +142,7 @@ pub async fn start_bench_server() -> anyhow::Result<BenchServer> {
     std::fs::write(p.join("bluegate.toml"), config)?;
     let cfg = bluegate_server::config::load_file(&p.join("bluegate.toml"), &Default::default())?;
     let running = bluegate_server::serve::start(cfg).await?;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in bluegate_core::certs::pem_certs(community.root_cert_pem.as_bytes())? {
-        roots.add(c.into())?;
-    }
-    let tls_cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let client = reqwest::Client::builder()
-        .use_preconfigured_tls(tls_cfg)
-        .build()?;
+    let client = bluegate_client::http::client(Some(community.root_cert_pem.as_bytes()))?;
     Ok(BenchServer {
         dir,
         running,

@@ -537,6 +537,20 @@ async fn signed_in_member(
         .filter(|m| !m.disabled))
 }
 
+/// The member's session expired between two steps: sign in again, keeping the transaction.
+fn session_ended(state: &AppState, p: &Posted) -> Result<Response, ApiError> {
+    login_page(
+        state,
+        &p.client,
+        &p.txn,
+        &p.csrf,
+        Some("Your session has ended. Sign in again."),
+        "",
+        vec![],
+        StatusCode::UNAUTHORIZED,
+    )
+}
+
 fn chosen_patient<'a>(member: &MemberRecord, p: Option<&'a str>) -> Option<&'a str> {
     p.filter(|p| member.patients.iter().any(|m| m == p))
 }
@@ -552,16 +566,7 @@ pub async fn choose_patient(
         Err(resp) => return Ok(resp),
     };
     let Some(member) = signed_in_member(&state, &headers).await? else {
-        return login_page(
-            &state,
-            &p.client,
-            &p.txn,
-            &p.csrf,
-            Some("Your session has ended. Sign in again."),
-            "",
-            vec![],
-            StatusCode::UNAUTHORIZED,
-        );
+        return session_ended(&state, &p);
     };
     let Some(patient) = chosen_patient(&member, first(&p.pairs, "patient")) else {
         return Ok(error_page(
@@ -594,16 +599,7 @@ pub async fn consent(
         Err(resp) => return Ok(resp),
     };
     let Some(member) = signed_in_member(&state, &headers).await? else {
-        return login_page(
-            &state,
-            &p.client,
-            &p.txn,
-            &p.csrf,
-            Some("Your session has ended. Sign in again."),
-            "",
-            vec![],
-            StatusCode::UNAUTHORIZED,
-        );
+        return session_ended(&state, &p);
     };
     let patient = match first(&p.pairs, "patient") {
         Some(v) => match chosen_patient(&member, Some(v)) {

@@ -5,7 +5,6 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Arc;
 
 use bluegate_server::serve::{self, Running};
 
@@ -143,24 +142,11 @@ metadata_key = "pki/metadata-key.pem"
     path
 }
 
-/// A rustls client that trusts only the test root.
+/// An HTTPS client that also trusts the test root (the app-side client of `bluegate-client`; it never
+/// follows redirects, so tests observe them).
 pub fn https_client(root_pem: &Path) -> reqwest::Client {
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_file_iter(root_pem).expect("root pem") {
-        roots.add(cert.expect("root cert")).expect("root added");
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("protocol versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .build()
-        .expect("https client")
+    let pem = std::fs::read(root_pem).expect("root pem");
+    bluegate_client::http::client(Some(&pem)).expect("https client")
 }
 
 /// Start a real server over HTTPS on a random loopback port, with SQLite (or `extra_config`'s database).
@@ -214,25 +200,9 @@ pub async fn postgres_config() -> Option<String> {
     Some(format!("database_url = \"{url}\""))
 }
 
-/// Like [`https_client`], but never follows redirects (to observe them as a browser test would).
+/// Same as [`https_client`]; named for tests that depend on redirects not being followed.
 pub fn https_client_no_redirect(root_pem: &Path) -> reqwest::Client {
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_file_iter(root_pem).expect("root pem") {
-        roots.add(cert.expect("root cert")).expect("root added");
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("protocol versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("https client")
+    https_client(root_pem)
 }
 
 /// The audit trail is written off the request path; wait (up to 5 s) until every `wanted` event name is
