@@ -34,6 +34,10 @@ pub struct AppState {
     pub registration_policy: bluegate_core::udap::RegistrationPolicy,
     pub audit: crate::audit::AuditSink,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// Revoked tokens and grants, mirrored from the store for the FHIR API's bearer check.
+    pub revocations: crate::revocations::Revocations,
+    /// Gateway mode: the upstream FHIR server; `None` serves the built-in store.
+    pub gateway: Option<Arc<crate::fhir::gateway::Gateway>>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -116,8 +120,10 @@ pub fn router(state: SharedState) -> Router {
         .route("/readyz", get(routes::health::readyz))
         .route("/metrics", get(routes::health::metrics));
     let limits = state.config.limits;
+    let fhir = crate::fhir::router(&state);
     Router::new()
         .merge(discovery)
+        .merge(fhir)
         .merge(oauth)
         .merge(ops)
         .fallback(not_found)

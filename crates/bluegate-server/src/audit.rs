@@ -8,6 +8,8 @@ use bluegate_store::{AuditEvent, Store};
 use tokio::sync::{mpsc, oneshot};
 
 const QUEUE: usize = 10_000;
+/// Most events stored in one transaction.
+const BATCH: usize = 512;
 
 enum Msg {
     Event(Box<AuditEvent>),
@@ -23,20 +25,21 @@ impl AuditSink {
     pub fn start(store: Arc<dyn Store>) -> AuditSink {
         let (tx, mut rx) = mpsc::channel::<Msg>(QUEUE);
         tokio::spawn(async move {
-            while let Some(msg) = rx.recv().await {
-                match msg {
-                    Msg::Event(event) => {
-                        // Retried once, then logged (without the detail, which may name a user) so that an
-                        // operator sees the trail is incomplete.
-                        if store.append_audit(&event).await.is_err() {
-                            if let Err(e) = store.append_audit(&event).await {
-                                tracing::error!(error = %e, event = %event.event, "audit event could not be stored");
-                            }
-                        }
+            let mut buf: Vec<Msg> = Vec::with_capacity(BATCH);
+            // Events that arrive together are stored in one transaction: under load the audit trail costs
+            // one durable commit per batch, not per request.
+            while rx.recv_many(&mut buf, BATCH).await > 0 {
+                let mut events = Vec::with_capacity(buf.len());
+                let mut waiters = Vec::new();
+                for msg in buf.drain(..) {
+                    match msg {
+                        Msg::Event(e) => events.push(*e),
+                        Msg::Flush(done) => waiters.push(done),
                     }
-                    Msg::Flush(done) => {
-                        let _ = done.send(());
-                    }
+                }
+                store_events(store.as_ref(), &events).await;
+                for w in waiters {
+                    let _ = w.send(());
                 }
             }
         });
@@ -54,6 +57,25 @@ impl AuditSink {
         let (done, wait) = oneshot::channel();
         if self.tx.send(Msg::Flush(done)).await.is_ok() {
             let _ = wait.await;
+        }
+    }
+}
+
+/// Stores a batch, retried once; if the batch still fails, each event is tried on its own so one bad event
+/// cannot lose the others. Failures are logged (without details, which may name a user) so an operator
+/// sees the trail is incomplete.
+async fn store_events(store: &dyn Store, events: &[AuditEvent]) {
+    if events.is_empty() {
+        return;
+    }
+    if store.append_audit_batch(events).await.is_ok()
+        || store.append_audit_batch(events).await.is_ok()
+    {
+        return;
+    }
+    for event in events {
+        if let Err(e) = store.append_audit(event).await {
+            tracing::error!(error = %e, event = %event.event, "audit event could not be stored");
         }
     }
 }

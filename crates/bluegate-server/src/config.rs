@@ -60,6 +60,23 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     security: RawSecurity,
+    #[serde(default)]
+    fhir: RawFhir,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFhir {
+    upstream: Option<String>,
+    upstream_auth: Option<String>,
+    upstream_token_file: Option<String>,
+    upstream_username: Option<String>,
+    upstream_password_file: Option<String>,
+    upstream_client_cert: Option<String>,
+    upstream_client_key: Option<String>,
+    upstream_ca: Option<String>,
+    upstream_timeout_secs: Option<u64>,
+    cors_origins: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,6 +190,44 @@ pub struct Config {
     pub log: LogConfig,
     pub limits: Limits,
     pub security: Security,
+    pub fhir: FhirConfig,
+}
+
+/// `[fhir]`: where FHIR resources come from and which browser origins may call the FHIR API.
+#[derive(Debug, Clone)]
+pub struct FhirConfig {
+    /// Gateway mode: an existing FHIR server behind Bluegate. `None`: the built-in store.
+    pub upstream: Option<UpstreamConfig>,
+    /// Origins allowed by CORS on the FHIR API; `None` means any origin (`*`), which is safe because the
+    /// API is authorized by bearer tokens, never by cookies.
+    pub cors_origins: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// The upstream FHIR base URL, without a trailing slash.
+    pub base: Url,
+    pub auth: UpstreamAuth,
+    /// Extra trust anchor (PEM) for the upstream's TLS certificate.
+    pub ca: Option<PathBuf>,
+    pub timeout_secs: u64,
+}
+
+/// How Bluegate authenticates to the upstream FHIR server. Secrets are read from files at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamAuth {
+    None,
+    Bearer {
+        token_file: PathBuf,
+    },
+    Basic {
+        username: String,
+        password_file: PathBuf,
+    },
+    MutualTls {
+        cert: PathBuf,
+        key: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -255,6 +310,16 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("security", "clock_skew_secs"),
     ("security", "carin_mode"),
     ("security", "allowed_hosts"),
+    ("fhir", "upstream"),
+    ("fhir", "upstream_auth"),
+    ("fhir", "upstream_token_file"),
+    ("fhir", "upstream_username"),
+    ("fhir", "upstream_password_file"),
+    ("fhir", "upstream_client_cert"),
+    ("fhir", "upstream_client_key"),
+    ("fhir", "upstream_ca"),
+    ("fhir", "upstream_timeout_secs"),
+    ("fhir", "cors_origins"),
 ];
 
 /// The environment variable that overrides `key` in `section` (`BLUEGATE_<SECTION>_<KEY>`).
@@ -274,7 +339,7 @@ pub fn env_var_names() -> Vec<String> {
 /// An environment value becomes a TOML value: integers and booleans as such, comma-separated lists for
 /// list keys, anything else as a string.
 fn env_value(key: &str, raw: &str) -> toml::Value {
-    if key == "allowed_hosts" {
+    if key == "allowed_hosts" || key == "cors_origins" {
         return toml::Value::Array(
             raw.split(',')
                 .map(|s| s.trim())
@@ -507,6 +572,7 @@ fn validate(raw: RawConfig, src: &str, base_dir: &Path) -> Result<Config, Config
             .map(|h| h.to_ascii_lowercase())
             .collect()
     };
+    let fhir = validate_fhir(raw.fhir, src, base_dir)?;
     Ok(Config {
         source_name: src.to_string(),
         public_url,
@@ -526,6 +592,139 @@ fn validate(raw: RawConfig, src: &str, base_dir: &Path) -> Result<Config, Config
             carin_mode: raw.security.carin_mode.unwrap_or(true),
             allowed_hosts,
         },
+        fhir,
+    })
+}
+
+fn validate_fhir(raw: RawFhir, src: &str, base_dir: &Path) -> Result<FhirConfig, ConfigError> {
+    let cors_origins = match raw.cors_origins {
+        None => None,
+        Some(list) if list.iter().any(|o| o == "*") => None,
+        Some(list) => {
+            for o in &list {
+                let ok = Url::parse(o)
+                    .map(|u| {
+                        matches!(u.scheme(), "http" | "https")
+                            && u.host_str().is_some()
+                            && u.path() == "/"
+                            && !o.ends_with('/')
+                    })
+                    .unwrap_or(false);
+                if !ok {
+                    return Err(ConfigError::new(
+                        src,
+                        "fhir.cors_origins",
+                        format!("`{o}` is not an origin such as https://app.example (or \"*\")"),
+                    ));
+                }
+            }
+            Some(list)
+        }
+    };
+    let upstream_keys_without_upstream = raw.upstream_auth.is_some()
+        || raw.upstream_token_file.is_some()
+        || raw.upstream_username.is_some()
+        || raw.upstream_password_file.is_some()
+        || raw.upstream_client_cert.is_some()
+        || raw.upstream_client_key.is_some()
+        || raw.upstream_ca.is_some()
+        || raw.upstream_timeout_secs.is_some();
+    let Some(text) = raw.upstream else {
+        if upstream_keys_without_upstream {
+            return Err(ConfigError::new(
+                src,
+                "fhir.upstream",
+                "upstream_* settings are given but fhir.upstream is not set",
+            ));
+        }
+        return Ok(FhirConfig {
+            upstream: None,
+            cors_origins,
+        });
+    };
+    let base = Url::parse(text.trim_end_matches('/'))
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+        .filter(|u| u.query().is_none() && u.fragment().is_none() && u.username().is_empty())
+        .ok_or_else(|| {
+            ConfigError::new(
+                src,
+                "fhir.upstream",
+                format!("`{text}` is not an http(s) FHIR base URL without query or credentials"),
+            )
+        })?;
+    let need = |v: Option<String>, key: &str, why: &str| {
+        v.ok_or_else(|| ConfigError::new(src, format!("fhir.{key}"), why.to_string()))
+    };
+    let auth = match raw.upstream_auth.as_deref().unwrap_or("none") {
+        "none" => UpstreamAuth::None,
+        "bearer" => UpstreamAuth::Bearer {
+            token_file: resolve(
+                base_dir,
+                &need(
+                    raw.upstream_token_file,
+                    "upstream_token_file",
+                    "is required with upstream_auth = \"bearer\"",
+                )?,
+            ),
+        },
+        "basic" => UpstreamAuth::Basic {
+            username: need(
+                raw.upstream_username,
+                "upstream_username",
+                "is required with upstream_auth = \"basic\"",
+            )?,
+            password_file: resolve(
+                base_dir,
+                &need(
+                    raw.upstream_password_file,
+                    "upstream_password_file",
+                    "is required with upstream_auth = \"basic\"",
+                )?,
+            ),
+        },
+        "mtls" => UpstreamAuth::MutualTls {
+            cert: resolve(
+                base_dir,
+                &need(
+                    raw.upstream_client_cert,
+                    "upstream_client_cert",
+                    "is required with upstream_auth = \"mtls\"",
+                )?,
+            ),
+            key: resolve(
+                base_dir,
+                &need(
+                    raw.upstream_client_key,
+                    "upstream_client_key",
+                    "is required with upstream_auth = \"mtls\"",
+                )?,
+            ),
+        },
+        other => {
+            return Err(ConfigError::new(
+                src,
+                "fhir.upstream_auth",
+                format!("`{other}` is not one of none, bearer, basic, mtls"),
+            ))
+        }
+    };
+    let timeout_secs = raw.upstream_timeout_secs.unwrap_or(30);
+    if !(1..=300).contains(&timeout_secs) {
+        return Err(ConfigError::new(
+            src,
+            "fhir.upstream_timeout_secs",
+            "must be between 1 and 300 seconds",
+        ));
+    }
+    Ok(FhirConfig {
+        upstream: Some(UpstreamConfig {
+            base,
+            auth,
+            ca: raw.upstream_ca.map(|p| resolve(base_dir, &p)),
+            timeout_secs,
+        }),
+        cors_origins,
     })
 }
 
@@ -674,6 +873,50 @@ metadata_key = "pki/meta-key.pem"
         assert!(err.to_string().contains("publik_url"), "{err}");
         let err = load("public_url = ", &[]).unwrap_err();
         assert!(err.to_string().contains("not valid TOML"), "{err}");
+    }
+
+    #[test]
+    fn fhir_section_gateway_and_cors() {
+        let c = load(MINIMAL, &[]).unwrap();
+        assert!(c.fhir.upstream.is_none());
+        assert!(c.fhir.cors_origins.is_none());
+        let text = format!(
+            "{MINIMAL}\n[fhir]\nupstream = \"https://fhir.internal.example/r4/\"\nupstream_auth = \"basic\"\n\
+             upstream_username = \"bg\"\nupstream_password_file = \"secrets/pw\"\ncors_origins = [\"https://app.example\"]\n"
+        );
+        let c = load(&text, &[]).unwrap();
+        let up = c.fhir.upstream.unwrap();
+        assert_eq!(up.base.as_str(), "https://fhir.internal.example/r4");
+        assert_eq!(
+            up.auth,
+            UpstreamAuth::Basic {
+                username: "bg".into(),
+                password_file: PathBuf::from("/etc/bluegate/secrets/pw")
+            }
+        );
+        assert_eq!(
+            c.fhir.cors_origins,
+            Some(vec!["https://app.example".to_string()])
+        );
+        let err = load(
+            MINIMAL,
+            &[
+                ("BLUEGATE_FHIR_UPSTREAM", "https://x.example/fhir"),
+                ("BLUEGATE_FHIR_UPSTREAM_AUTH", "bearer"),
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "fhir.upstream_token_file");
+        let err = load(MINIMAL, &[("BLUEGATE_FHIR_UPSTREAM", "ftp://x.example")]).unwrap_err();
+        assert_eq!(err.key, "fhir.upstream");
+        let err = load(MINIMAL, &[("BLUEGATE_FHIR_UPSTREAM_AUTH", "basic")]).unwrap_err();
+        assert_eq!(err.key, "fhir.upstream");
+        let err = load(
+            MINIMAL,
+            &[("BLUEGATE_FHIR_CORS_ORIGINS", "https://app.example/path")],
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "fhir.cors_origins");
     }
 
     #[test]

@@ -84,6 +84,21 @@ pub async fn build_state(config: Config) -> Result<SharedState, StartError> {
         tracing::info!(kids = ?created, "created signing keys");
     }
     let signing = Signing::load(store.as_ref(), now).await?;
+    let gateway = match &config.fhir.upstream {
+        None => None,
+        Some(up) => Some(crate::fhir::gateway::Gateway::new(up).map_err(|e| {
+            StartError::Config(ConfigError {
+                source_name: config.source_name.clone(),
+                key: String::new(),
+                message: e.to_string(),
+            })
+        })?),
+    };
+    let revocations = crate::revocations::Revocations::new(
+        now,
+        config.tokens.access_token,
+        Duration::from_secs(1),
+    );
     let audit = crate::audit::AuditSink::start(store.clone());
     Ok(Arc::new(AppState {
         config,
@@ -95,6 +110,8 @@ pub async fn build_state(config: Config) -> Result<SharedState, StartError> {
         registration_policy,
         audit,
         metrics: crate::telemetry::prometheus(),
+        revocations,
+        gateway,
     }))
 }
 

@@ -565,6 +565,32 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn append_audit_batch(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+                if events.is_empty() {
+                    return Ok(());
+                }
+                // One transaction (one durable commit) for the whole batch.
+                let mut tx = begin_write(&self.pool).await?;
+                for e in events {
+                    sqlx::query(
+                        "INSERT INTO audit_log (at, event, outcome, client_id, member_id, patient, \
+                         remote_addr, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    )
+                    .bind(ts(e.at))
+                    .bind(&e.event)
+                    .bind(&e.outcome)
+                    .bind(&e.client_id)
+                    .bind(&e.member_id)
+                    .bind(&e.patient)
+                    .bind(&e.remote_addr)
+                    .bind(json_arg(&e.detail)?)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
             async fn list_audit(
                 &self,
                 limit: u32,

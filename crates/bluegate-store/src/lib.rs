@@ -118,6 +118,8 @@ pub trait Store: FhirStore + Send + Sync + 'static {
 
     // ---- audit ----
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
+    /// Appends events in order, all or nothing, in one transaction.
+    async fn append_audit_batch(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
     /// Newest first (by `at`, then id); `event_prefix` is a plain (case-sensitive) prefix, not a pattern.
     async fn list_audit(
         &self,

@@ -57,7 +57,7 @@ async fn errors_use_the_wire_format_of_their_path() {
         .starts_with("application/json"));
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"], "not_found");
-    // Unknown FHIR route: OperationOutcome.
+    // A resource type that is not served: OperationOutcome, before any token check.
     let resp = s
         .client
         .get(s.url("/fhir/NoSuchType/1"))
@@ -71,6 +71,16 @@ async fn errors_use_the_wire_format_of_their_path() {
         .starts_with("application/fhir+json"));
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["resourceType"], "OperationOutcome");
+    assert_eq!(body["issue"][0]["code"], "not-supported");
+    // An unknown FHIR route: OperationOutcome too.
+    let resp = s
+        .client
+        .get(s.url("/fhir/Patient/1/_history"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let body: Value = resp.json().await.unwrap();
     assert_eq!(body["issue"][0]["code"], "not-found");
     // Wrong method: 405 as JSON, not plain text.
     let resp = s

@@ -169,6 +169,7 @@ pub async fn revoke(
     let notice = match state.store.get_grant(grant_id).await? {
         Some(g) if g.member_id.as_deref() == Some(sess.sub.as_str()) => {
             state.store.revoke_grant(&g.id, now).await?;
+            state.revocations.mark_stale();
             state.store.delete_consent(&sess.sub, &g.client_id).await?;
             audit(
                 &state,

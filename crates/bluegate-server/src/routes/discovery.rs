@@ -67,7 +67,7 @@ pub async fn capability_statement(State(state): State<SharedState>) -> Response 
         &state.endpoints,
         env!("CARGO_PKG_VERSION"),
         &date,
-        &crate::fhir_capabilities::served_resources(),
+        crate::fhir_capabilities::served_resources(),
     );
     json_response("application/fhir+json", &body, 300)
 }

@@ -146,6 +146,7 @@ pub async fn revoke(
         if c.client_id == client_id {
             let exp = OffsetDateTime::from_unix_timestamp(c.exp).unwrap_or(now);
             state.store.revoke_access_token(&c.jti, exp, now).await?;
+            state.revocations.mark_stale();
             audit(
                 &state,
                 "token.revoked",
@@ -168,6 +169,7 @@ pub async fn revoke(
                 .map(|g| g.client_id);
             if owner.as_deref() == Some(client_id.as_str()) {
                 state.store.revoke_refresh_token(&hash, now).await?;
+                state.revocations.mark_stale();
                 audit(
                     &state,
                     "token.revoked",

@@ -123,6 +123,7 @@ async fn authorization_code(
             // A replayed code: whatever the first redemption issued is revoked (RFC 6749 §4.1.2).
             if let Some(g) = &grant_id {
                 state.store.revoke_grant(g, now).await?;
+                state.revocations.mark_stale();
             }
             audit(
                 state,
@@ -152,6 +153,7 @@ async fn authorization_code(
     if record.client_id != *client_id {
         if let Some(g) = &record.grant_id {
             state.store.revoke_grant(g, now).await?;
+            state.revocations.mark_stale();
         }
         return Err(oauth(
             "invalid_grant",
@@ -333,6 +335,7 @@ async fn refresh(
             .rotate_refresh_token(&old_hash, &placeholder, now)
             .await?
         {
+            state.revocations.mark_stale();
             audit(
                 state,
                 "refresh.reuse_detected",
@@ -391,6 +394,7 @@ async fn refresh(
     {
         RefreshRotation::Rotated(_) => {}
         RefreshRotation::Reused { grant_id } => {
+            state.revocations.mark_stale();
             audit(
                 state,
                 "refresh.reuse_detected",

@@ -568,6 +568,24 @@ pub async fn audit_log(store: &dyn Store) {
 
     let two = store.list_audit(2, None).await.unwrap();
     assert_eq!(two, all[..2].to_vec());
+
+    // A batch is stored in order, after what came before; an empty batch is a no-op.
+    store.append_audit_batch(&[]).await.expect("empty batch");
+    let batch = [
+        audit(5, "batch.one", "success"),
+        audit(5, "batch.two", "failure"),
+    ];
+    store.append_audit_batch(&batch).await.expect("batch");
+    let after = store.list_audit(100, Some("batch.")).await.unwrap();
+    assert_eq!(after.len(), 2);
+    assert_eq!(after[0].event, batch[1]);
+    assert_eq!(after[1].event, batch[0]);
+    assert!(after[0].id > after[1].id && after[1].id > all[0].id);
+    store
+        .append_audit_batch(&[])
+        .await
+        .expect("empty batch again");
+    assert_eq!(store.list_audit(100, None).await.unwrap().len(), 9);
     assert!(store.list_audit(0, None).await.unwrap().is_empty());
 
     let clients: Vec<String> = store
