@@ -8,6 +8,8 @@ use std::process::{Command, Output};
 
 use bluegate_server::serve::{self, Running};
 
+pub mod fhir_data;
+
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_bluegate"))
 }
