@@ -89,7 +89,8 @@ impl FhirClient {
 
     /// `Type/id?query` relative to the base, or an absolute URL that must be under the base.
     pub fn resolve(&self, reference: &str) -> Result<url::Url, Error> {
-        let abs = if reference.contains("://") {
+        // Absolute only if it parses as an absolute URL (`Patient?identifier=http://x|1` is relative).
+        let abs = if url::Url::parse(reference).is_ok() {
             reference.to_string()
         } else {
             format!("{}/{}", self.base_str, reference.trim_start_matches('/'))
@@ -262,6 +263,7 @@ mod tests {
             "https://payer.example:443/fhir/Patient/1",
             "https://payer.example/fhir",
             "Patient/1",
+            "Patient?identifier=http://hospital.example|123",
         ] {
             assert!(c.resolve(ok).is_ok(), "{ok}");
         }
@@ -274,6 +276,7 @@ mod tests {
             "https://payer.example/fhir/../admin",
             "https://user:pw@payer.example/fhir/Patient/1",
             "https://payer.example.evil.example/fhir/Patient/1",
+            "urn:uuid:0c3151bd-1cbf-4d64-b04d-cd9187a4c6e0",
         ] {
             match c.resolve(bad) {
                 Err(Error::ForeignLink { .. }) => {}

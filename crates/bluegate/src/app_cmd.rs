@@ -790,7 +790,8 @@ async fn refresh_cmd(
             }
             Ok(())
         }
-        Err(e @ bluegate_client::Error::Token { .. }) => {
+        Err(e @ bluegate_client::Error::Token { .. }) if matches!(&e, bluegate_client::Error::Token { error, .. } if error == "invalid_grant") =>
+        {
             // C-15: a refused refresh token is dead; drop it so nothing retries it.
             if let Some(s) = st.server_mut(&key_url) {
                 if let Some(t) = s.tokens.as_mut() {
