@@ -144,3 +144,14 @@ pub async fn discover(
     }
     Ok(out)
 }
+
+impl Discovered {
+    /// The OAuth/OIDC issuer from the SMART configuration (the FHIR base on Bluegate).
+    pub fn issuer(&self) -> Option<String> {
+        self.smart
+            .as_ref()
+            .and_then(|s| s.get("issuer"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    }
+}

@@ -38,3 +38,45 @@ pub fn client(extra_ca_pem: Option<&[u8]>) -> Result<reqwest::Client, HttpError>
         .build()
         .map_err(|e| HttpError::Tls(e.to_string()))
 }
+
+/// Default cap on a FHIR response body (configurable per client).
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
+/// Cap on OAuth/registration/discovery JSON responses.
+pub const MAX_JSON_BYTES: u64 = 1024 * 1024;
+
+/// Read a response body, refusing it as soon as it is known to exceed `limit` bytes: a `Content-Length`
+/// over the limit is refused before reading, and a chunked or lying body is cut off at the limit. Never
+/// buffers more than `limit` bytes.
+pub async fn read_limited(
+    resp: reqwest::Response,
+    limit: u64,
+) -> Result<Vec<u8>, crate::error::Error> {
+    use crate::error::Error;
+    let url = resp.url().to_string();
+    if resp.content_length().is_some_and(|l| l > limit) {
+        return Err(Error::TooLarge {
+            url: crate::util::redact_url(&url),
+            limit,
+        });
+    }
+    let mut resp = resp;
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| Error::transport(&url, e))? {
+        if body.len() as u64 + chunk.len() as u64 > limit {
+            return Err(Error::TooLarge {
+                url: crate::util::redact_url(&url),
+                limit,
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// [`read_limited`] at [`MAX_JSON_BYTES`], parsed as JSON.
+pub async fn read_json(resp: reqwest::Response) -> Result<serde_json::Value, crate::error::Error> {
+    let url = resp.url().to_string();
+    let bytes = read_limited(resp, MAX_JSON_BYTES).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|_| crate::error::Error::bad(&url, "the response is not JSON"))
+}

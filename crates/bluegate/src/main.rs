@@ -2,6 +2,7 @@
 
 mod admin;
 mod app_cmd;
+mod app_fetch;
 mod bench;
 mod bench_token;
 mod fhir_cmd;
@@ -51,7 +52,7 @@ enum Command {
     /// Make trust communities for testing: CAs, end-entity certificates with URI SANs, CRLs.
     #[command(subcommand)]
     Pki(pki_cmd::PkiCmd),
-    /// The client side: discover a server (and, as they land, register, launch, fetch).
+    /// The client side: discover a server, register (UDAP), launch (sign a member in), refresh, fetch.
     #[command(subcommand)]
     App(app_cmd::AppCmd),
     /// Benchmarks of the hot paths against the cost of their cryptography, measured in the same run.
