@@ -1,9 +1,6 @@
 //! `bluegate app fetch` end to end against Bluegate's own FHIR API: register, launch as the member, then
 //! download Patient, Coverage and ExplanationOfBenefit (+ includes) as NDJSON, resume, and summarize.
-//!
-//! The FHIR resource API is issue 5 and is not on this branch yet; the test is ignored until it lands
-//! (`cargo test -p bluegate --test app_fetch -- --ignored`). The fetch logic itself is tested against a
-//! small FHIR server in `bluegate-client`'s tests and by the unit tests of `app_fetch`.
+//! The fetch logic is also tested against a small (and a hostile) FHIR server in `bluegate-client`'s tests.
 
 mod client_support;
 mod common;
@@ -29,7 +26,6 @@ fn eob(id: &str, kind: &str, start: &str, billed: f64, paid: f64) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the FHIR API (issue 5)"]
 async fn fetch_downloads_everything_the_token_opens_and_resumes() {
     let s = common::start_server("").await;
     cs::add_member(&s, "alice", &["pat-alice"]).await;

@@ -201,6 +201,23 @@ async fn the_official_smart_js_client_completes_a_standalone_launch() {
         created_at: now,
         updated_at: now,
     }).await.unwrap();
+    // The member's data, and another patient's claim that the app must not see.
+    let resources: Vec<String> = [
+        json!({"resourceType": "Patient", "id": "pat-hana", "name": [{"family": "Hana"}]}),
+        json!({"resourceType": "ExplanationOfBenefit", "id": "eob-hana-1", "status": "active",
+               "patient": {"reference": "Patient/pat-hana"}}),
+        json!({"resourceType": "ExplanationOfBenefit", "id": "eob-other-1", "status": "active",
+               "patient": {"reference": "Patient/pat-other"}}),
+    ]
+    .iter()
+    .map(|v| v.to_string())
+    .collect();
+    s.running
+        .state
+        .store
+        .put_batch(&resources, now)
+        .await
+        .unwrap();
     let iss = s.fhir_base.clone();
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node")
@@ -230,6 +247,8 @@ async fn the_official_smart_js_client_completes_a_standalone_launch() {
         "fhirclient launch failed: {result}"
     );
     assert_eq!(result["patient"], "pat-hana", "{result}");
+    assert_eq!(result["patientResource"], "Patient/pat-hana", "{result}");
+    assert_eq!(result["eobs"], json!(["eob-hana-1"]), "{result}");
     assert_eq!(result["hasToken"], true);
     assert_eq!(result["hasIdToken"], true);
     assert!(

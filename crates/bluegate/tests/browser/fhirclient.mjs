@@ -18,10 +18,15 @@ const launchPage = `<!doctype html><title>launch</title><script src="/fhir-clien
   .catch(function (e) { document.title = "error"; window.__result = { error: String(e) }; });</script>`;
 const indexPage = `<!doctype html><title>waiting</title><script src="/fhir-client.js"></script>
 <script>FHIR.oauth2.ready().then(function (c) {
-  window.__result = { patient: c.patient.id, scope: c.state.tokenResponse.scope,
-    hasToken: !!c.state.tokenResponse.access_token, hasIdToken: !!c.state.tokenResponse.id_token,
-    user: c.user.fhirUser || null };
-  document.title = "ready";
+  // The app then reads its patient and the patient's claims from the FHIR API (CORS, bearer token).
+  return Promise.all([c.patient.read(), c.request("ExplanationOfBenefit", { flat: true })])
+    .then(function (r) {
+      window.__result = { patient: c.patient.id, scope: c.state.tokenResponse.scope,
+        hasToken: !!c.state.tokenResponse.access_token, hasIdToken: !!c.state.tokenResponse.id_token,
+        user: c.user.fhirUser || null, patientResource: r[0].resourceType + "/" + r[0].id,
+        eobs: r[1].map(function (e) { return e.id; }) };
+      document.title = "ready";
+    });
 }).catch(function (e) { window.__result = { error: String(e) }; document.title = "error"; });</script>`;
 
 const browser = await chromium.launch({
