@@ -518,6 +518,22 @@ async fn public_flow(s: common::TestServer) {
     assert_eq!(status, 200, "{tok}");
     let at = tok["access_token"].as_str().unwrap().to_string();
     let rt = tok["refresh_token"].as_str().unwrap().to_string();
+    s.running
+        .state
+        .store
+        .put_resource(
+            r#"{"resourceType":"Patient","id":"pat-alice"}"#,
+            time::OffsetDateTime::now_utc(),
+        )
+        .await
+        .unwrap();
+    let read_alice = |token: String| {
+        s.client
+            .get(format!("{}/Patient/pat-alice", s.fhir_base))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(read_alice(at.clone()).await.unwrap().status(), 200);
 
     let intro = introspect(&s, &at, "public-app").await;
     assert_eq!(intro["active"], true);
@@ -584,6 +600,11 @@ async fn public_flow(s: common::TestServer) {
     .await;
     assert_eq!(status, 400, "grant not revoked after refresh-token reuse");
     assert_eq!(introspect(&s, &at, "public-app").await["active"], false);
+    assert_eq!(
+        read_alice(at.clone()).await.unwrap().status(),
+        401,
+        "a token of the revoked grant still opens the FHIR API"
+    );
     let audit = common::audit_events(
         &s.running.state.store,
         &[
@@ -709,8 +730,43 @@ async fn confidential_flow(s: common::TestServer) {
         idc["fhirUser"],
         json!(format!("{}/RelatedPerson/parent-1", s.fhir_base))
     );
-    // Revocation of the access token reaches introspection at once.
+    // The token opens the FHIR API for the chosen child only.
+    let kid = tok["patient"].as_str().unwrap().to_string();
+    let eobs: Vec<String> = ["kid-1", "kid-2"]
+        .iter()
+        .map(|k| {
+            json!({"resourceType": "ExplanationOfBenefit", "id": format!("eob-{k}"),
+                   "status": "active", "patient": {"reference": format!("Patient/{k}")}})
+            .to_string()
+        })
+        .collect();
+    s.running
+        .state
+        .store
+        .put_batch(&eobs, time::OffsetDateTime::now_utc())
+        .await
+        .unwrap();
     let at = tok["access_token"].as_str().unwrap();
+    let fhir_get = |path: &str| {
+        s.client
+            .get(format!("{}/{path}", s.fhir_base))
+            .bearer_auth(at)
+            .send()
+    };
+    let bundle: Value = fhir_get("ExplanationOfBenefit")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![format!("eob-{kid}")], "{bundle}");
+    // Revocation of the access token reaches introspection and the FHIR API at once.
     let body = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs([("token", at)])
         .finish();
@@ -740,6 +796,12 @@ async fn confidential_flow(s: common::TestServer) {
         .await
         .unwrap();
     assert_eq!(intro, json!({"active": false}));
+    let resp = fhir_get("ExplanationOfBenefit").await.unwrap();
+    assert_eq!(
+        resp.status(),
+        401,
+        "a revoked token still opens the FHIR API"
+    );
     // Picking a patient the member may not act for is refused.
     let mut b2 = Browser::new(&s);
     let page = b2
