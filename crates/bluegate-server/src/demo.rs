@@ -1,5 +1,5 @@
 //! Demo mode: `bluegate serve` without `--config`. Creates (once) a data directory with a development PKI
-//! and a configuration file, then seeds demo members. Everything it makes is an ordinary configuration
+//! and a configuration file, then seeds demo members and synthetic CARIN BB data for their patients. Everything it makes is an ordinary configuration
 //! that `--config bluegate-data/bluegate.toml` also accepts.
 
 use std::path::{Path, PathBuf};
@@ -214,7 +214,7 @@ metadata_key = "pki/metadata-key.pem"
     })
 }
 
-/// Insert the demo members that do not exist yet.
+/// Insert the demo members that do not exist yet, and the demo's synthetic FHIR data on first start.
 pub async fn seed(state: &SharedState) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     for (username, password, patients, fhir_user) in DEMO_MEMBERS {
         if state
@@ -239,7 +239,73 @@ pub async fn seed(state: &SharedState) -> Result<(), Box<dyn std::error::Error +
             Err(e) => return Err(e.into()),
         }
     }
+    seed_fhir_data(state.store.as_ref()).await?;
     Ok(())
+}
+
+/// Other members seeded beside the demo patients, so that one member's token visibly sees only that
+/// member's data.
+pub const DEMO_OTHER_MEMBERS: u64 = 50;
+/// EOBs per seeded member.
+pub const DEMO_EOBS_PER_MEMBER: u32 = 20;
+/// Seed of the demo data (fixed: every demo has the same claims).
+pub const DEMO_DATA_SEED: u64 = 2024;
+
+/// The synthetic data set of demo mode: the demo members' patients (Alice; Bob's two children, with
+/// `RelatedPerson/demo-bob` as their representative and subscriber) and [`DEMO_OTHER_MEMBERS`] others.
+pub fn demo_data_options() -> bluegate_store::fhir::synthetic::SyntheticOptions {
+    use bluegate_store::fhir::synthetic::{GuardianSpec, PatientSpec, SyntheticOptions};
+    SyntheticOptions {
+        seed: DEMO_DATA_SEED,
+        id_prefix: "demo".into(),
+        patients: vec![
+            PatientSpec {
+                id: "demo-alice".into(),
+                name: Some(("Alice".into(), "Demo".into())),
+            },
+            PatientSpec {
+                id: "demo-bob-child-1".into(),
+                name: Some(("Charlie".into(), "Demo".into())),
+            },
+            PatientSpec {
+                id: "demo-bob-child-2".into(),
+                name: Some(("Dana".into(), "Demo".into())),
+            },
+        ],
+        numbered_members: DEMO_OTHER_MEMBERS,
+        eobs_per_member: DEMO_EOBS_PER_MEMBER,
+        guardians: vec![GuardianSpec {
+            id: "demo-bob".into(),
+            patients: vec!["demo-bob-child-1".into(), "demo-bob-child-2".into()],
+            name: Some(("Bob".into(), "Demo".into())),
+        }],
+    }
+}
+
+/// Seeds the synthetic CARIN BB data once: skipped when `Patient/demo-alice` exists (a previous start
+/// seeded it; the whole set goes in one transaction, so it is all there or not at all). Returns the
+/// number of resources written (0 when already seeded).
+pub async fn seed_fhir_data(
+    store: &dyn bluegate_store::Store,
+) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
+    use bluegate_store::fhir::params::ResourceType;
+    use bluegate_store::fhir::{prepare, synthetic::Synthetic};
+    if store
+        .read(ResourceType::Patient, "demo-alice")
+        .await?
+        .is_some()
+    {
+        return Ok(0);
+    }
+    // Generating and indexing ~1,200 resources is CPU work: off the async runtime.
+    let batch = tokio::task::spawn_blocking(|| {
+        Synthetic::new(demo_data_options())?
+            .map(|r| prepare(r.json).map_err(|e| e.error))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+    })
+    .await??;
+    Ok(store.put_prepared(batch, OffsetDateTime::now_utc()).await?)
 }
 
 /// What demo mode prints once it listens.

@@ -31,7 +31,11 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
+            .busy_timeout(BUSY_TIMEOUT)
+            // Bulk FHIR writes: a page cache that holds a batch's pages (default 2 MB) and statement
+            // journals in memory, so big transactions do not spill and re-read pages.
+            .pragma("cache_size", "-65536")
+            .pragma("temp_store", "memory");
         Self::open_with(options, 8).await
     }
 

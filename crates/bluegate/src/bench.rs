@@ -26,6 +26,36 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
     },
+    /// FHIR import and search: generates a synthetic CARIN BB population into a fresh store, imports
+    /// it with `bluegate fhir import`'s pipeline (resources/s), then measures the store-level search
+    /// `ExplanationOfBenefit?patient=X` within that patient's compartment (warm; searches/s, p50, p99).
+    FhirImport {
+        /// Members to generate (each with --eobs-per-member EOBs, a Coverage, ...).
+        #[arg(long, default_value_t = 1000)]
+        members: u64,
+        #[arg(long, default_value_t = 20)]
+        eobs_per_member: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// `sqlite` (a new file in a temporary directory) or `postgres` (--database-url, an empty
+        /// database).
+        #[arg(long, default_value = "sqlite")]
+        backend: String,
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Resources per import transaction.
+        #[arg(long, default_value_t = 2000)]
+        batch: usize,
+        /// Searches to time.
+        #[arg(long, default_value_t = 2000)]
+        searches: usize,
+        /// Concurrent searches for the throughput figure.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Directory for the NDJSON file and the SQLite database (default: a new temporary one).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
     /// Token endpoint (authorization_code grant): requests/s and latency for client_secret_basic and for
     /// UDAP private_key_jwt with an x5c RS256 assertion, beside the cryptography alone (assertion
     /// verification with a cached chain + access-token signature).
@@ -49,6 +79,30 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             requests,
             concurrency,
         } => crate::bench_token::token(requests.max(10), concurrency.max(1)).await,
+        BenchCmd::FhirImport {
+            members,
+            eobs_per_member,
+            seed,
+            backend,
+            database_url,
+            batch,
+            searches,
+            concurrency,
+            dir,
+        } => {
+            fhir_import::fhir_import(fhir_import::Args {
+                members: members.max(1),
+                eobs_per_member,
+                seed,
+                backend,
+                database_url,
+                batch: batch.clamp(1, crate::fhir_cmd::MAX_IMPORT_BATCH),
+                searches: searches.max(10),
+                concurrency: concurrency.max(1),
+                dir,
+            })
+            .await
+        }
     }
 }
 
@@ -382,4 +436,190 @@ async fn registration(n: usize, concurrency: usize) -> anyhow::Result<()> {
     server.running.shutdown(Duration::from_secs(2)).await;
     drop(server.dir);
     Ok(())
+}
+
+/// `bluegate bench fhir-import`: import throughput and patient-compartment search latency of the
+/// built-in FHIR store, on a synthetic population generated for the run.
+mod fhir_import {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use anyhow::{bail, Context};
+    use bluegate_store::fhir::params::{parse_param, ResourceType};
+    use bluegate_store::fhir::synthetic::{write_ndjson, SyntheticOptions};
+    use bluegate_store::{SearchQuery, Store, StoreLocation};
+
+    pub struct Args {
+        pub members: u64,
+        pub eobs_per_member: u32,
+        pub seed: u64,
+        pub backend: String,
+        pub database_url: Option<String>,
+        pub batch: usize,
+        pub searches: usize,
+        pub concurrency: usize,
+        pub dir: Option<PathBuf>,
+    }
+
+    fn patient_ids(opts: &SyntheticOptions, n: usize, seed: u64) -> Vec<String> {
+        // A fixed, spread-out sample of members (a multiplicative walk over the population).
+        let members = opts.members().max(1);
+        (0..n as u64)
+            .map(|i| {
+                let k = (i.wrapping_mul(2_654_435_761).wrapping_add(seed)) % members;
+                format!("{}-pat-{k}", opts.id_prefix)
+            })
+            .collect()
+    }
+
+    fn eob_query(patient: &str) -> anyhow::Result<SearchQuery> {
+        let rt = ResourceType::ExplanationOfBenefit;
+        let mut q = SearchQuery::new(rt);
+        q.params.push(parse_param(rt, "patient", patient)?);
+        q.patient_compartment = Some(vec![patient.to_owned()]);
+        Ok(q)
+    }
+
+    pub async fn fhir_import(a: Args) -> anyhow::Result<()> {
+        let tmp = match &a.dir {
+            Some(_) => None,
+            None => Some(tempfile::tempdir()?),
+        };
+        let dir: PathBuf = match (&a.dir, &tmp) {
+            (Some(d), _) => {
+                std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+                d.clone()
+            }
+            (None, Some(t)) => t.path().to_path_buf(),
+            (None, None) => bail!("no directory"),
+        };
+        let mut opts = SyntheticOptions::numbered(a.members, a.seed);
+        opts.eobs_per_member = a.eobs_per_member;
+
+        // 1. Generate (NDJSON on disk, as an import would find it).
+        let data = dir.join("bench-data.ndjson");
+        let gen_opts = opts.clone();
+        let gen_path = data.clone();
+        let start = Instant::now();
+        let counts = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let file = std::fs::File::create(&gen_path)?;
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+            Ok(write_ndjson(gen_opts, &mut w)?)
+        })
+        .await??;
+        let gen_secs = start.elapsed().as_secs_f64();
+        let bytes = std::fs::metadata(&data).map(|m| m.len()).unwrap_or(0);
+        println!(
+            "generate     {} resources ({} EOBs, {:.0} MB) in {:.1} s: {:.0} resources/s",
+            counts.total,
+            counts
+                .by_type
+                .get("ExplanationOfBenefit")
+                .copied()
+                .unwrap_or(0),
+            bytes as f64 / 1e6,
+            gen_secs,
+            counts.total as f64 / gen_secs.max(1e-9)
+        );
+
+        // 2. Import into a fresh store.
+        let location = match a.backend.as_str() {
+            "sqlite" => StoreLocation::Sqlite(dir.join("bench.db")),
+            "postgres" => StoreLocation::Postgres(
+                a.database_url
+                    .clone()
+                    .context("--backend postgres needs --database-url")?,
+            ),
+            other => bail!("unknown backend {other:?} (sqlite or postgres)"),
+        };
+        if let StoreLocation::Sqlite(p) = &location {
+            if p.exists() {
+                bail!("{} exists; the benchmark wants a fresh store", p.display());
+            }
+        }
+        let store: Arc<dyn Store> = bluegate_store::connect(&location).await?;
+        let mut probe = SearchQuery::new(ResourceType::ExplanationOfBenefit);
+        probe.count = 1;
+        probe.with_total = false;
+        if !store.search(&probe).await?.resources.is_empty() {
+            bail!("the database already holds ExplanationOfBenefits; the benchmark wants an empty one");
+        }
+        let report =
+            crate::fhir_cmd::import(store.as_ref(), std::slice::from_ref(&data), a.batch, true)
+                .await?;
+        println!(
+            "import       {} resources in {:.1} s: {:.0} resources/s ({}, {} per transaction)",
+            report.total,
+            report.seconds,
+            report.total as f64 / report.seconds.max(1e-9),
+            store.backend_name(),
+            a.batch
+        );
+        let _ = std::fs::remove_file(&data);
+
+        // 3. Search: ExplanationOfBenefit?patient=X within X's compartment, warm.
+        let patients = patient_ids(&opts, a.searches, a.seed);
+        for p in patients.iter().take(200) {
+            store.search(&eob_query(p)?).await?;
+        }
+        let mut lat = Vec::with_capacity(patients.len());
+        let mut found = 0usize;
+        let start = Instant::now();
+        for p in &patients {
+            let t = Instant::now();
+            let page = store.search(&eob_query(p)?).await?;
+            lat.push(t.elapsed());
+            found += page.resources.len();
+        }
+        let wall = start.elapsed();
+        if found == 0 && a.eobs_per_member > 0 {
+            bail!("the searches found nothing; the import went wrong");
+        }
+        let s = crate::bench::stats(lat, wall);
+        println!(
+            "search       ExplanationOfBenefit?patient=X (compartment, {} per page, total): {:.0}/s sequential, mean {:.0} µs, p50 {:.0} µs, p99 {:.0} µs, {:.1} EOBs per search",
+            bluegate_store::fhir::DEFAULT_COUNT,
+            s.per_sec,
+            s.mean_us,
+            s.p50_us,
+            s.p99_us,
+            found as f64 / patients.len() as f64
+        );
+        // Throughput with concurrent searches.
+        let patients = Arc::new(patients);
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..a.concurrency {
+            let (store, patients, next) = (store.clone(), patients.clone(), next.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut lat: Vec<Duration> = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(p) = patients.get(i) else { break };
+                    let t = Instant::now();
+                    store.search(&eob_query(p)?).await?;
+                    lat.push(t.elapsed());
+                }
+                anyhow::Ok(lat)
+            }));
+        }
+        let mut lat = Vec::new();
+        for t in tasks {
+            lat.extend(t.await??);
+        }
+        let s = crate::bench::stats(lat, start.elapsed());
+        println!(
+            "search       same, {} concurrent: {:.0}/s, p50 {:.0} µs, p99 {:.0} µs",
+            a.concurrency, s.per_sec, s.p50_us, s.p99_us
+        );
+        if let StoreLocation::Sqlite(p) = &location {
+            let size = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+            println!("store        {:.0} MB on disk", size as f64 / 1e6);
+        }
+        drop(store);
+        drop(tmp);
+        Ok(())
+    }
 }

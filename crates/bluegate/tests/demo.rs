@@ -155,4 +155,47 @@ async fn demo_mode_creates_serves_and_reuses() {
         .find(|m| m["username"] == "bob")
         .unwrap();
     assert_eq!(bob["patients"].as_array().unwrap().len(), 2);
+
+    // The synthetic CARIN BB data was seeded once (the second start wrote nothing: still version 1).
+    use bluegate_store::fhir::params::{parse_param, ResourceType};
+    let cfg = bluegate_server::config::load_file(&data.join("bluegate.toml"), &Default::default())
+        .unwrap();
+    let store = bluegate_server::serve::open_store(&cfg).await.unwrap();
+    let alice = store
+        .read(ResourceType::Patient, "demo-alice")
+        .await
+        .unwrap()
+        .expect("Patient/demo-alice seeded");
+    assert_eq!(alice.version_id, 1, "seeded once");
+    let rp = store
+        .read(ResourceType::RelatedPerson, "demo-bob")
+        .await
+        .unwrap()
+        .expect("RelatedPerson/demo-bob seeded");
+    assert!(rp.json.contains("Patient/demo-bob-child-1"), "{}", rp.json);
+    let mut patients = bluegate_store::SearchQuery::new(ResourceType::Patient);
+    patients.count = 1;
+    let page = store.search(&patients).await.unwrap();
+    assert_eq!(page.total, Some(53), "3 demo patients and 50 others");
+    for p in ["demo-alice", "demo-bob-child-1", "demo-bob-child-2"] {
+        let rt = ResourceType::ExplanationOfBenefit;
+        let mut q = bluegate_store::SearchQuery::new(rt);
+        q.params.push(parse_param(rt, "patient", p).unwrap());
+        q.patient_compartment = Some(vec![p.to_string()]);
+        let page = store.search(&q).await.unwrap();
+        assert_eq!(page.total, Some(20), "{p}'s EOBs");
+        assert!(page
+            .resources
+            .iter()
+            .all(|r| r.json.contains(&format!("\"Patient/{p}\""))));
+    }
+    let rt = ResourceType::Coverage;
+    let mut q = bluegate_store::SearchQuery::new(rt);
+    q.params
+        .push(parse_param(rt, "subscriber", "RelatedPerson/demo-bob").unwrap());
+    let page = store.search(&q).await.unwrap();
+    assert!(
+        page.total.unwrap_or(0) >= 2,
+        "Bob subscribes his children's coverage"
+    );
 }

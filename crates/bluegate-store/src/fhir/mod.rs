@@ -12,6 +12,7 @@ pub(crate) mod store_impl;
 pub mod params;
 pub(crate) mod resource;
 pub(crate) mod sql;
+pub mod synthetic;
 
 pub use params::{
     parse_include, parse_param, DatePrefix, IncludeSpec, ParamDef, ParamError, ParamKind,
@@ -83,6 +84,49 @@ pub struct SearchPage {
     pub next_cursor: Option<String>,
 }
 
+/// A resource parsed, validated and indexed by [`prepare`], ready for [`FhirStore::put_prepared`].
+/// Preparing is CPU work only (no database), so an import can do it on another thread while the
+/// database writes the previous batch.
+#[derive(Debug)]
+pub struct PreparedResource(pub(crate) resource::Prepared<'static>);
+
+impl PreparedResource {
+    pub fn resource_type(&self) -> ResourceType {
+        self.0.rt
+    }
+
+    pub fn id(&self) -> &str {
+        &self.0.id
+    }
+
+    /// The text as received.
+    pub fn text(&self) -> &str {
+        self.0.text()
+    }
+}
+
+/// A resource [`prepare`] refused, with its text back.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct PrepareError {
+    /// `StoreError::Invalid` with the reason.
+    pub error: StoreError,
+    pub text: String,
+}
+
+/// Parses, validates and indexes one resource, exactly as [`FhirStore::put_resource`] would (the same
+/// rules, the same errors), without touching the database.
+pub fn prepare(json_text: String) -> Result<PreparedResource, Box<PrepareError>> {
+    resource::Prepared::parse_owned(json_text)
+        .map(PreparedResource)
+        .map_err(|(e, text)| {
+            Box::new(PrepareError {
+                error: StoreError::Invalid(e.0),
+                text,
+            })
+        })
+}
+
 /// FHIR resource storage. Object safe; `Store: FhirStore`, so every `Arc<dyn Store>` offers it.
 ///
 /// Invalid input (malformed or unsupported resources, bad cursors) is `StoreError::Invalid` (a 400).
@@ -105,6 +149,18 @@ pub trait FhirStore: Send + Sync + 'static {
         json_texts: &[String],
         now: OffsetDateTime,
     ) -> Result<Vec<StoredResource>, StoreError>;
+
+    /// [`FhirStore::put_batch`] for resources already [`prepare`]d, all or nothing in one
+    /// transaction; returns the number written. The stored texts are not returned (an import has no
+    /// use for them), which saves copying every resource once more.
+    async fn put_prepared(
+        &self,
+        batch: Vec<PreparedResource>,
+        now: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        let texts: Vec<String> = batch.iter().map(|p| p.text().to_owned()).collect();
+        Ok(self.put_batch(&texts, now).await?.len() as u64)
+    }
 
     /// The current version.
     async fn read(

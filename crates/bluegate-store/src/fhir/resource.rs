@@ -3,6 +3,7 @@
 //! rewritten, by splicing a new `meta` value into the original text in place. Every other byte of the
 //! received text, whitespace included, is kept.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{Deserializer, MapAccess, Visitor};
@@ -45,13 +46,23 @@ impl<'de> Deserialize<'de> for Members<'de> {
 pub(crate) struct Prepared<'a> {
     pub rt: ResourceType,
     pub id: String,
-    text: &'a str,
+    text: Cow<'a, str>,
     /// Byte range of the existing `meta` value, or an empty range where `,"meta":{...}` goes.
     meta_span: (usize, usize),
     meta_exists: bool,
-    /// The other members of the existing `meta` (raw), in order.
-    meta_rest: Vec<(String, &'a str)>,
+    /// The other members of the existing `meta`: name and byte range of the raw value, in order.
+    meta_rest: Vec<(String, (usize, usize))>,
     pub index: IndexEntries,
+}
+
+/// What [`Prepared`] knows besides the text.
+struct Parts {
+    rt: ResourceType,
+    id: String,
+    meta_span: (usize, usize),
+    meta_exists: bool,
+    meta_rest: Vec<(String, (usize, usize))>,
+    index: IndexEntries,
 }
 
 /// Why a resource was rejected.
@@ -65,6 +76,36 @@ fn offset_in(text: &str, raw: &RawValue) -> (usize, usize) {
 
 impl<'a> Prepared<'a> {
     pub fn parse(text: &'a str) -> Result<Self, Rejected> {
+        let p = Self::parts(text)?;
+        Ok(Self::from_parts(p, Cow::Borrowed(text)))
+    }
+
+    /// [`Prepared::parse`] taking `text` over (no copy); a rejected text is handed back.
+    pub fn parse_owned(text: String) -> Result<Prepared<'static>, (Rejected, String)> {
+        match Self::parts(&text) {
+            Ok(p) => Ok(Prepared::from_parts(p, Cow::Owned(text))),
+            Err(e) => Err((e, text)),
+        }
+    }
+
+    fn from_parts(p: Parts, text: Cow<'a, str>) -> Self {
+        Prepared {
+            rt: p.rt,
+            id: p.id,
+            text,
+            meta_span: p.meta_span,
+            meta_exists: p.meta_exists,
+            meta_rest: p.meta_rest,
+            index: p.index,
+        }
+    }
+
+    /// The text as received.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    fn parts(text: &str) -> Result<Parts, Rejected> {
         if text.len() > MAX_RESOURCE_BYTES {
             return Err(Rejected("resource too large".into()));
         }
@@ -100,7 +141,7 @@ impl<'a> Prepared<'a> {
                 let rest = m
                     .into_iter()
                     .filter(|(k, _)| k != "versionId" && k != "lastUpdated")
-                    .map(|(k, v)| (k, v.get()))
+                    .map(|(k, v)| (k, offset_in(text, v)))
                     .collect();
                 (offset_in(text, raw), true, rest)
             }
@@ -117,11 +158,15 @@ impl<'a> Prepared<'a> {
         if meta_span.1 > text.len() || !text.is_char_boundary(meta_span.0) {
             return Err(Rejected("unexpected JSON layout".into()));
         }
+        if meta_rest.iter().any(|(_, (a, b))| {
+            *b > text.len() || !text.is_char_boundary(*a) || !text.is_char_boundary(*b)
+        }) {
+            return Err(Rejected("unexpected JSON layout".into()));
+        }
         let index = extract(rt, &id, text).map_err(|e| Rejected(e.0))?;
-        Ok(Prepared {
+        Ok(Parts {
             rt,
             id,
-            text,
             meta_span,
             meta_exists,
             meta_rest,
@@ -135,7 +180,7 @@ impl<'a> Prepared<'a> {
             64 + self
                 .meta_rest
                 .iter()
-                .map(|(_, v)| v.len() + 16)
+                .map(|(k, (a, b))| k.len() + b - a + 8)
                 .sum::<usize>(),
         );
         meta.push_str("{\"versionId\":\"");
@@ -143,11 +188,11 @@ impl<'a> Prepared<'a> {
         meta.push_str("\",\"lastUpdated\":\"");
         meta.push_str(last_updated);
         meta.push('"');
-        for (k, v) in &self.meta_rest {
+        for (k, (a, b)) in &self.meta_rest {
             meta.push(',');
             meta.push_str(&serde_json::Value::String(k.clone()).to_string());
             meta.push(':');
-            meta.push_str(v);
+            meta.push_str(self.text.get(*a..*b).unwrap_or("null"));
         }
         meta.push('}');
         let (start, end) = self.meta_span;

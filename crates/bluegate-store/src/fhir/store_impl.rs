@@ -92,11 +92,13 @@ macro_rules! impl_fhir_store {
             }
 
             /// Writes resources with distinct (type, id) in one go: new versions, history, index rows.
+            /// With `collect`, returns the stored resources; else an empty list.
             async fn write_chunk(
                 tx: &mut Transaction<'static, Db>,
                 chunk: &[Prepared<'_>],
                 lu_ms: i64,
                 lu_text: &str,
+                collect: bool,
             ) -> Result<Vec<StoredResource>, StoreError> {
                 let mut groups: BTreeMap<ResourceType, Vec<&str>> = BTreeMap::new();
                 for p in chunk {
@@ -165,6 +167,15 @@ macro_rules! impl_fhir_store {
                 for (i, p) in chunk.iter().enumerate() {
                     let version = current.get(&(p.rt, p.id.clone())).copied().unwrap_or(0) + 1;
                     let json = p.render(version, lu_text);
+                    if collect {
+                        out.push(StoredResource {
+                            resource_type: p.rt,
+                            id: p.id.clone(),
+                            version_id: version,
+                            last_updated,
+                            json: json.clone(),
+                        });
+                    }
                     sql.row(
                         i == 0,
                         &[
@@ -172,16 +183,9 @@ macro_rules! impl_fhir_store {
                             Bind::Text(p.id.clone()),
                             Bind::Int(version),
                             Bind::Int(lu_ms),
-                            Bind::Text(json.clone()),
+                            Bind::Text(json),
                         ],
                     );
-                    out.push(StoredResource {
-                        resource_type: p.rt,
-                        id: p.id.clone(),
-                        version_id: version,
-                        last_updated,
-                        json,
-                    });
                 }
                 sql.push(
                     " ON CONFLICT (resource_type, id) DO UPDATE SET version_id = excluded.version_id, \
@@ -268,6 +272,40 @@ macro_rules! impl_fhir_store {
                 Ok(out)
             }
 
+            /// Writes `prepared` in one transaction, in contiguous chunks of distinct (type, id) (a
+            /// repeat starts a new chunk, so later versions follow earlier ones).
+            async fn write_all(
+                pool: &sqlx::Pool<Db>,
+                prepared: &[Prepared<'_>],
+                now: OffsetDateTime,
+                collect: bool,
+            ) -> Result<Vec<StoredResource>, StoreError> {
+                let mut bounds = Vec::new();
+                let mut start = 0;
+                let mut seen: HashSet<(ResourceType, &str)> = HashSet::new();
+                for (i, p) in prepared.iter().enumerate() {
+                    if i - start == RESOURCE_CHUNK || !seen.insert((p.rt, p.id.as_str())) {
+                        bounds.push(start..i);
+                        start = i;
+                        seen.clear();
+                        seen.insert((p.rt, p.id.as_str()));
+                    }
+                }
+                bounds.push(start..prepared.len());
+                let lu_ms = ms(now);
+                let lu_text = format_instant_ms(lu_ms);
+                let mut out = Vec::with_capacity(if collect { prepared.len() } else { 0 });
+                let mut tx = begin_write(pool).await?;
+                for range in bounds {
+                    if range.is_empty() {
+                        continue;
+                    }
+                    out.extend(write_chunk(&mut tx, &prepared[range], lu_ms, &lu_text, collect).await?);
+                }
+                tx.commit().await?;
+                Ok(out)
+            }
+
             #[async_trait::async_trait]
             impl FhirStore for $store {
                 async fn put_resource(
@@ -281,7 +319,7 @@ macro_rules! impl_fhir_store {
                     let lu_text = format_instant_ms(lu_ms);
                     let mut tx = begin_write(&self.pool).await?;
                     let mut out =
-                        write_chunk(&mut tx, std::slice::from_ref(&prepared), lu_ms, &lu_text).await?;
+                        write_chunk(&mut tx, std::slice::from_ref(&prepared), lu_ms, &lu_text, true).await?;
                     tx.commit().await?;
                     out.pop()
                         .ok_or_else(|| StoreError::Database("resource not written".into()))
@@ -305,31 +343,22 @@ macro_rules! impl_fhir_store {
                                 .map_err(|e| StoreError::Invalid(format!("resource #{i}: {}", e.0)))
                         })
                         .collect::<Result<Vec<_>, _>>()?;
-                    // Contiguous chunks of distinct (type, id); a repeat starts a new chunk.
-                    let mut bounds = Vec::new();
-                    let mut start = 0;
-                    let mut seen: HashSet<(ResourceType, &str)> = HashSet::new();
-                    for (i, p) in prepared.iter().enumerate() {
-                        if i - start == RESOURCE_CHUNK || !seen.insert((p.rt, p.id.as_str())) {
-                            bounds.push(start..i);
-                            start = i;
-                            seen.clear();
-                            seen.insert((p.rt, p.id.as_str()));
-                        }
+                    write_all(&self.pool, &prepared, now, true).await
+                }
+
+                async fn put_prepared(
+                    &self,
+                    batch: Vec<$crate::fhir::PreparedResource>,
+                    now: OffsetDateTime,
+                ) -> Result<u64, StoreError> {
+                    if batch.len() > MAX_BATCH {
+                        return Err(StoreError::Invalid(format!(
+                            "at most {MAX_BATCH} resources per batch"
+                        )));
                     }
-                    bounds.push(start..prepared.len());
-                    let lu_ms = ms(now);
-                    let lu_text = format_instant_ms(lu_ms);
-                    let mut out = Vec::with_capacity(prepared.len());
-                    let mut tx = begin_write(&self.pool).await?;
-                    for range in bounds {
-                        if range.is_empty() {
-                            continue;
-                        }
-                        out.extend(write_chunk(&mut tx, &prepared[range], lu_ms, &lu_text).await?);
-                    }
-                    tx.commit().await?;
-                    Ok(out)
+                    let prepared: Vec<Prepared<'static>> = batch.into_iter().map(|p| p.0).collect();
+                    write_all(&self.pool, &prepared, now, false).await?;
+                    Ok(prepared.len() as u64)
                 }
 
                 async fn read(

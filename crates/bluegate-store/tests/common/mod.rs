@@ -86,6 +86,7 @@ macro_rules! all_conformance_tests {
                 fhir_patient_compartment,
                 fhir_paging,
                 fhir_includes,
+                fhir_put_prepared_synthetic,
             ],
             shared: [
                 concurrent_remember_jti,
