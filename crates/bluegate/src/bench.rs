@@ -56,6 +56,26 @@ pub enum BenchCmd {
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
     },
+    /// The FHIR API: authorized `ExplanationOfBenefit?patient=X` searches over HTTPS against a synthetic
+    /// population (searches/s, p50, p99, warm), beside the store search alone and the bearer check alone.
+    FhirApi {
+        /// Members to generate.
+        #[arg(long, default_value_t = 1000)]
+        members: u64,
+        #[arg(long, default_value_t = 20)]
+        eobs_per_member: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Searches to time.
+        #[arg(long, default_value_t = 2000)]
+        requests: usize,
+        /// Concurrent searches.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// PostgreSQL URL of an empty database (default: SQLite in a temporary directory).
+        #[arg(long)]
+        database_url: Option<String>,
+    },
     /// Token endpoint (authorization_code grant): requests/s and latency for client_secret_basic and for
     /// UDAP private_key_jwt with an x5c RS256 assertion, beside the cryptography alone (assertion
     /// verification with a cached chain + access-token signature).
@@ -79,6 +99,24 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             requests,
             concurrency,
         } => crate::bench_token::token(requests.max(10), concurrency.max(1)).await,
+        BenchCmd::FhirApi {
+            members,
+            eobs_per_member,
+            seed,
+            requests,
+            concurrency,
+            database_url,
+        } => {
+            crate::bench_fhir_api::run(crate::bench_fhir_api::Args {
+                members: members.max(1),
+                eobs_per_member: eobs_per_member.max(1),
+                seed,
+                requests: requests.max(10),
+                concurrency: concurrency.max(1),
+                database_url,
+            })
+            .await
+        }
         BenchCmd::FhirImport {
             members,
             eobs_per_member,
@@ -146,6 +184,11 @@ pub struct BenchServer {
 }
 
 pub async fn start_bench_server() -> anyhow::Result<BenchServer> {
+    start_bench_server_with("").await
+}
+
+/// [`start_bench_server`] with extra top-level configuration lines (e.g. `database_url = "..."`).
+pub async fn start_bench_server_with(extra_config: &str) -> anyhow::Result<BenchServer> {
     let dir = tempfile::tempdir()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -188,7 +231,7 @@ pub async fn start_bench_server() -> anyhow::Result<BenchServer> {
     std::fs::write(p.join("meta-chain.pem"), &meta.chain_pem)?;
     std::fs::write(p.join("meta-key.pem"), &meta.key_pem)?;
     let config = format!(
-        "public_url = \"{base}\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\n\
+        "public_url = \"{base}\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\n{extra_config}\
          [tls]\ncert = \"tls-chain.pem\"\nkey = \"tls-key.pem\"\n[log]\nlevel = \"error\"\n\
          [[communities]]\nuri = \"urn:bench\"\ntrust_anchors = [\"root.pem\"]\n\
          metadata_cert = \"meta-chain.pem\"\nmetadata_key = \"meta-key.pem\"\n"

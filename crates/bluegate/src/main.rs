@@ -4,6 +4,7 @@ mod admin;
 mod app_cmd;
 mod app_fetch;
 mod bench;
+mod bench_fhir_api;
 mod bench_token;
 mod fhir_cmd;
 mod pki_cmd;
