@@ -1,6 +1,7 @@
 //! Demo mode: `bluegate serve` with no configuration creates everything once, serves HTTPS, stops cleanly
 //! on SIGTERM, and reuses what it created on the next start.
 
+mod client_support;
 mod common;
 
 use std::io::{BufRead, BufReader};
@@ -58,7 +59,7 @@ fn stop(child: &mut Child) -> std::process::ExitStatus {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_mode_creates_serves_and_reuses() {
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
@@ -122,6 +123,7 @@ async fn demo_mode_creates_serves_and_reuses() {
     );
     let found: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(found["metadata_verified"], true, "{found}");
+    readme_app_flow(&data, &base).await;
     let status = stop(&mut child);
     assert!(status.success(), "exit on SIGTERM: {status}");
 
@@ -197,5 +199,99 @@ async fn demo_mode_creates_serves_and_reuses() {
     assert!(
         page.total.unwrap_or(0) >= 2,
         "Bob subscribes his children's coverage"
+    );
+}
+
+/// The README's app-side walk-through against the demo server: register with the sample client
+/// certificate, launch (the member alice signs in and consents through the HTML forms), refresh, fetch.
+async fn readme_app_flow(data: &std::path::Path, base: &str) {
+    use client_support as cs;
+    let pki = data.join("pki");
+    let p = |f: &str| pki.join(f).to_str().unwrap().to_string();
+    let fhir = format!("{base}/fhir");
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("app-state.json");
+    let state_s = state.to_str().unwrap().to_string();
+    let port = common::free_port();
+    let redirect = format!("https://127.0.0.1:{port}/");
+    let register = [
+        "app",
+        "register",
+        &fhir,
+        "--cert",
+        &p("sample-client-chain.pem"),
+        "--key",
+        &p("sample-client-key.pem"),
+        "--redirect-uri",
+        &redirect,
+        "--contact",
+        "mailto:you@example.org",
+        "--logo-uri",
+        "https://example.org/logo.png",
+        "--ca",
+        &p("root-ca.pem"),
+        "--trust-anchor",
+        &p("root-ca.pem"),
+        "--state",
+        &state_s,
+    ];
+    let (reg_out, reg_args) = (
+        tokio::task::block_in_place(|| common::run(&register)),
+        register.join(" "),
+    );
+    assert!(
+        reg_out.status.success(),
+        "{reg_args}: {}",
+        String::from_utf8_lossy(&reg_out.stderr)
+    );
+    let args: Vec<String> = [
+        "app",
+        "launch",
+        &fhir,
+        "--no-browser",
+        "--redirect-cert",
+        &p("tls-chain.pem"),
+        "--redirect-key",
+        &p("tls-key.pem"),
+        "--state",
+        &state_s,
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect();
+    let mut child = cs::spawn(&args);
+    let (url, _, _reader) = tokio::task::block_in_place(|| cs::read_auth_url(&mut child));
+    let mut b = cs::Browser::for_origin(&pki.join("root-ca.pem"), base);
+    let back = cs::sign_in_at(&mut b, base, &url, "alice", "alice-demo-password", "allow").await;
+    assert!(back.starts_with(&redirect), "{back}");
+    common::https_client(&pki.join("root-ca.pem"))
+        .get(&back)
+        .send()
+        .await
+        .unwrap();
+    let status = tokio::task::block_in_place(|| child.wait().unwrap());
+    assert!(status.success(), "launch: {status}");
+    common::run_ok(&["app", "refresh", &fhir, "--state", &state_s]);
+    let out_dir = work.path().join("claims");
+    let summary = common::run_ok(&[
+        "app",
+        "fetch",
+        &fhir,
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--state",
+        &state_s,
+        "--json",
+    ]);
+    let v: serde_json::Value =
+        serde_json::from_str(summary.trim()).unwrap_or_else(|e| panic!("{e}: {summary}"));
+    assert_eq!(v["counts"]["Patient"], 1, "{v}");
+    assert_eq!(v["counts"]["ExplanationOfBenefit"], 20, "{v}");
+    assert!(v["counts"]["Coverage"].as_u64().unwrap_or(0) >= 1, "{v}");
+    let eobs = std::fs::read_to_string(out_dir.join("ExplanationOfBenefit.ndjson")).unwrap();
+    assert_eq!(eobs.lines().count(), 20);
+    assert!(
+        eobs.lines().all(|l| l.contains("\"Patient/demo-alice\"")),
+        "alice's claims only"
     );
 }

@@ -69,10 +69,15 @@ pub struct Page {
 
 impl Browser {
     pub fn new(s: &common::TestServer) -> Self {
+        Self::for_origin(&s.pki.path("root-ca.pem"), &s.public_url)
+    }
+
+    /// A browser for the server at `origin` whose TLS certificate chains to `root_pem`.
+    pub fn for_origin(root_pem: &Path, origin: &str) -> Self {
         Browser {
-            http: common::https_client(&s.pki.path("root-ca.pem")),
+            http: common::https_client(root_pem),
             cookies: HashMap::new(),
-            origin: s.public_url.clone(),
+            origin: origin.to_string(),
         }
     }
 
@@ -200,16 +205,29 @@ pub async fn sign_in(
     user: &str,
     decision: &str,
 ) -> String {
+    sign_in_at(b, &s.public_url, url, user, PASSWORD, decision).await
+}
+
+/// [`sign_in`] at any server (`public_url`), with the member's password.
+pub async fn sign_in_at(
+    b: &mut Browser,
+    public_url: &str,
+    url: &str,
+    user: &str,
+    password: &str,
+    decision: &str,
+) -> String {
+    let at = |path: &str| format!("{public_url}{path}");
     let page = b.get(url).await;
     assert_eq!(page.status, 200, "{}", page.body);
     let txn = field(&page.body, "txn").expect("login form");
     let csrf = field(&page.body, "csrf").expect("csrf");
     let mut page = b
         .post(
-            &s.url("/oauth/login"),
+            &at("/oauth/login"),
             &[
                 ("username", user),
-                ("password", PASSWORD),
+                ("password", password),
                 ("txn", &txn),
                 ("csrf", &csrf),
             ],
@@ -225,7 +243,7 @@ pub async fn sign_in(
         let txn = field(&page.body, "txn").unwrap();
         page = b
             .post(
-                &s.url("/oauth/patient"),
+                &at("/oauth/patient"),
                 &[("patient", &choices[0]), ("txn", &txn), ("csrf", &csrf)],
             )
             .await;
@@ -242,7 +260,7 @@ pub async fn sign_in(
     for sc in &scopes {
         form.push(("scope", sc));
     }
-    let page = b.post(&s.url("/oauth/consent"), &form).await;
+    let page = b.post(&at("/oauth/consent"), &form).await;
     assert_eq!(page.status, 302, "{}", page.body);
     page.location.unwrap()
 }
