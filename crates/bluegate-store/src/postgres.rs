@@ -15,6 +15,8 @@ type DbRow = PgRow;
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
+    /// The pool writes use: the same one (PostgreSQL has concurrent writers).
+    writer: PgPool,
 }
 
 impl PgStore {
@@ -35,7 +37,10 @@ impl PgStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            writer: pool.clone(),
+            pool,
+        })
     }
 
     /// The underlying pool.
