@@ -12,8 +12,8 @@ use bluegate_core::scopes::{self, GrantContext};
 use bluegate_core::tokens::{self, AccessClaims};
 use bluegate_core::{secrets, udap};
 use bluegate_store::{
-    CodeAction, CodeExchange, CodeExchangeOutcome, CodeRecord, GrantRecord, RefreshRotation,
-    RefreshTokenRecord,
+    CodeAction, CodeExchange, CodeExchangeOutcome, CodeInfo, CodeRecord, GrantRecord,
+    RefreshRotation, RefreshTokenInfo, RefreshTokenRecord,
 };
 use serde_json::{json, Value};
 use time::OffsetDateTime;
@@ -79,13 +79,58 @@ pub async fn token(
             )
         });
     }
+    // The grant's first read runs beside client authentication; it is only used once that succeeds.
+    let (auth, lookup) = tokio::join!(
+        client_auth::authenticate_deferred(&state, &headers, &form, &state.endpoints.token),
+        lookup(&state, &grant_type, &form),
+    );
+    let (auth, mut jti) = auth?;
+    // A failed lookup is simply done again (and its error reported) by the grant.
+    let lookup = lookup.unwrap_or(Lookup::Nothing);
     // Each grant below makes one store write, which also records the client assertion's jti.
-    let (auth, mut jti) =
-        client_auth::authenticate_deferred(&state, &headers, &form, &state.endpoints.token).await?;
-    let result = grant(&state, &auth, &mut jti, &grant_type, &form, peer).await;
+    let result = grant(&state, &auth, &mut jti, &grant_type, lookup, &form, peer).await;
     // A request refused before its write still spends the assertion (and a replay is told as such).
     jti.settle(&state).await?;
     result
+}
+
+/// What a grant reads first: the code or the refresh token, with its grant.
+enum Lookup {
+    Code(Option<CodeInfo>),
+    RefreshToken(Option<RefreshTokenInfo>),
+    Nothing,
+}
+
+fn code_param(form: &[(String, String)]) -> Option<&str> {
+    first(form, "code").filter(|c| !c.is_empty() && c.len() <= 512)
+}
+
+fn refresh_token_param(form: &[(String, String)]) -> Option<&str> {
+    first(form, "refresh_token").filter(|t| !t.is_empty() && t.len() <= 512)
+}
+
+/// Reads (never writes) what the grant will need first, so that it can run beside client authentication.
+async fn lookup(
+    state: &AppState,
+    grant_type: &str,
+    form: &[(String, String)],
+) -> Result<Lookup, bluegate_store::StoreError> {
+    Ok(match grant_type {
+        "authorization_code" => match code_param(form) {
+            Some(c) => Lookup::Code(state.store.find_code(&secrets::token_hash(c)).await?),
+            None => Lookup::Nothing,
+        },
+        "refresh_token" => match refresh_token_param(form) {
+            Some(t) => Lookup::RefreshToken(
+                state
+                    .store
+                    .find_refresh_token(&secrets::token_hash(t))
+                    .await?,
+            ),
+            None => Lookup::Nothing,
+        },
+        _ => Lookup::Nothing,
+    })
 }
 
 async fn grant(
@@ -93,6 +138,7 @@ async fn grant(
     auth: &Authenticated,
     jti: &mut PendingJti,
     grant_type: &str,
+    lookup: Lookup,
     form: &[(String, String)],
     peer: SocketAddr,
 ) -> Result<Response, ApiError> {
@@ -113,8 +159,8 @@ async fn grant(
         ));
     }
     match grant_type {
-        "authorization_code" => authorization_code(state, auth, jti, form, peer).await,
-        "refresh_token" => refresh(state, auth, jti, form, peer).await,
+        "authorization_code" => authorization_code(state, auth, jti, lookup, form, peer).await,
+        "refresh_token" => refresh(state, auth, jti, lookup, form, peer).await,
         _ => client_credentials(state, auth, jti, form, peer).await,
     }
 }
@@ -151,13 +197,12 @@ async fn authorization_code(
     state: &AppState,
     auth: &Authenticated,
     jti: &mut PendingJti,
+    lookup: Lookup,
     form: &[(String, String)],
     peer: SocketAddr,
 ) -> Result<Response, ApiError> {
     let now = OffsetDateTime::now_utc();
-    let code = first(form, "code")
-        .filter(|c| !c.is_empty() && c.len() <= 512)
-        .ok_or_else(|| oauth("invalid_request", "code is required"))?;
+    let code = code_param(form).ok_or_else(|| oauth("invalid_request", "code is required"))?;
     let redirect_uri = first(form, "redirect_uri")
         .ok_or_else(|| oauth("invalid_request", "redirect_uri is required"))?;
     let client_id = &auth.client.client_id;
@@ -165,7 +210,10 @@ async fn authorization_code(
     // Check the request against the code (a read), then spend the code and store what is issued in one
     // transaction. The code and its grant's scope cannot change in between; the transaction re-checks
     // everything that can (spent, expired, grant revoked).
-    let info = state.store.find_code(&code_hash).await?;
+    let info = match lookup {
+        Lookup::Code(info) => info,
+        _ => state.store.find_code(&code_hash).await?,
+    };
     let mut refusal = None;
     let mut refresh = None;
     if let Some(info) = info.as_ref().filter(|i| i.code.client_id == *client_id) {
@@ -378,15 +426,18 @@ async fn refresh(
     state: &AppState,
     auth: &Authenticated,
     jti: &mut PendingJti,
+    lookup: Lookup,
     form: &[(String, String)],
     peer: SocketAddr,
 ) -> Result<Response, ApiError> {
     let now = OffsetDateTime::now_utc();
-    let presented = first(form, "refresh_token")
-        .filter(|t| !t.is_empty() && t.len() <= 512)
+    let presented = refresh_token_param(form)
         .ok_or_else(|| oauth("invalid_request", "refresh_token is required"))?;
     let old_hash = secrets::token_hash(presented);
-    let info = state.store.find_refresh_token(&old_hash).await?;
+    let info = match lookup {
+        Lookup::RefreshToken(info) => info,
+        _ => state.store.find_refresh_token(&old_hash).await?,
+    };
     let Some(info) = info.filter(|i| i.is_active(now)) else {
         // Unknown, expired, revoked or already rotated. The store tells a rotated token coming back (a
         // reuse) apart, and then revokes its grant.
