@@ -10,6 +10,8 @@ use tokio::sync::{mpsc, oneshot};
 const QUEUE: usize = 10_000;
 /// Most events stored in one transaction.
 const BATCH: usize = 512;
+/// How long the writer waits for more events before storing a batch.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 
 enum Msg {
     Event(Box<AuditEvent>),
@@ -29,6 +31,17 @@ impl AuditSink {
             // Events that arrive together are stored in one transaction: under load the audit trail costs
             // one durable commit per batch, not per request.
             while rx.recv_many(&mut buf, BATCH).await > 0 {
+                // Requests that come one after another share a commit too: gather what arrives within
+                // LINGER (events are off the request path already; a flush is not kept waiting).
+                if buf.len() < BATCH && !buf.iter().any(|m| matches!(m, Msg::Flush(_))) {
+                    tokio::time::sleep(LINGER).await;
+                    while buf.len() < BATCH {
+                        match rx.try_recv() {
+                            Ok(m) => buf.push(m),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 let mut events = Vec::with_capacity(buf.len());
                 let mut waiters = Vec::new();
                 for msg in buf.drain(..) {

@@ -1,11 +1,16 @@
 //! Client authentication at the token, introspection and revocation endpoints: public clients
 //! (`client_id` only), `client_secret_basic`, UDAP `private_key_jwt` with `x5c`, and SMART asymmetric
 //! `private_key_jwt` with a registered JWKS. Exactly one method per request.
+//!
+//! A client assertion's `jti` is accepted once. [`authenticate`] records it at once; the token endpoint
+//! uses [`authenticate_deferred`] and hands the [`PendingJti`] to the store write that issues the tokens,
+//! so the replay check and the issue are one transaction (one durable commit per request), and
+//! [`PendingJti::settle`] records it on any path that ended without that write.
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use base64::Engine;
 use bluegate_core::{secrets, tokens, udap};
-use bluegate_store::{ClientRecord, ClientStatus};
+use bluegate_store::{ClientRecord, ClientStatus, JtiRecord};
 use serde_json::Value;
 use time::OffsetDateTime;
 
@@ -95,13 +100,60 @@ async fn load_client(state: &AppState, id: &str, basic: bool) -> Result<ClientRe
     }
 }
 
-/// Authenticate the client of a token-endpoint-style request.
+/// A verified client assertion's `jti`, not yet in the replay cache. Give it to the store write that
+/// records it ([`PendingJti::take`]), then [`PendingJti::settle`] before answering: that records it if
+/// no write took it, so every authenticated request spends its assertion.
+#[must_use = "an assertion's jti must be recorded: take() it into a store write, then settle()"]
+#[derive(Debug)]
+pub struct PendingJti(Option<JtiRecord>);
+
+impl PendingJti {
+    /// The jti for a store write that records it in its transaction; `None` after the first call, or
+    /// when the client did not authenticate with an assertion.
+    pub fn take(&mut self) -> Option<JtiRecord> {
+        self.0.take()
+    }
+
+    /// Records the jti if no store write took it. A replay is `invalid_client`.
+    pub async fn settle(self, state: &AppState) -> Result<(), ApiError> {
+        let Some(j) = self.0 else { return Ok(()) };
+        if state
+            .store
+            .remember_jti(&j.issuer, &j.jti, j.expires_at, OffsetDateTime::now_utc())
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(replayed(state, &j.issuer).await)
+        }
+    }
+}
+
+/// The answer to a replayed client assertion (audited).
+pub async fn replayed(state: &AppState, client_id: &str) -> ApiError {
+    audit_failure(state, client_id, "assertion replay").await;
+    invalid_client(false, "client_assertion jti was already used")
+}
+
+/// Authenticate the client of a token-endpoint-style request, recording an assertion's `jti`.
 pub async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     form: &[(String, String)],
     audience: &str,
 ) -> Result<Authenticated, ApiError> {
+    let (auth, jti) = authenticate_deferred(state, headers, form, audience).await?;
+    jti.settle(state).await?;
+    Ok(auth)
+}
+
+/// Authenticate the client, leaving an assertion's `jti` to the caller's store write (see [`PendingJti`]).
+pub async fn authenticate_deferred(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: &[(String, String)],
+    audience: &str,
+) -> Result<(Authenticated, PendingJti), ApiError> {
     let basic = basic_credentials(headers)?;
     let assertion = first(form, "client_assertion");
     let assertion_type = first(form, "client_assertion_type");
@@ -131,11 +183,14 @@ pub async fn authenticate(
             audit_failure(state, &id, "client_secret_basic").await;
             return Err(invalid_client(true, "client authentication failed"));
         }
-        return Ok(Authenticated {
-            client,
-            method: Method::SecretBasic,
-            extensions: None,
-        });
+        return Ok((
+            Authenticated {
+                client,
+                method: Method::SecretBasic,
+                extensions: None,
+            },
+            PendingJti(None),
+        ));
     }
     if let Some(assertion) = assertion {
         if assertion_type != Some(JWT_BEARER) {
@@ -212,23 +267,19 @@ pub async fn authenticate(
                 }
             }
         };
-        let exp = OffsetDateTime::from_unix_timestamp(exp).unwrap_or(now);
-        if !state
-            .store
-            .remember_jti(&client.client_id, &jti, exp, now)
-            .await?
-        {
-            audit_failure(state, &client.client_id, "assertion replay").await;
-            return Err(invalid_client(
-                false,
-                "client_assertion jti was already used",
-            ));
-        }
-        return Ok(Authenticated {
-            client,
-            method,
-            extensions,
-        });
+        let pending = PendingJti(Some(JtiRecord {
+            issuer: client.client_id.clone(),
+            jti,
+            expires_at: OffsetDateTime::from_unix_timestamp(exp).unwrap_or(now),
+        }));
+        return Ok((
+            Authenticated {
+                client,
+                method,
+                extensions,
+            },
+            pending,
+        ));
     }
     if assertion_type.is_some() {
         return Err(bad_request(
@@ -243,11 +294,14 @@ pub async fn authenticate(
         audit_failure(state, id, "missing credentials").await;
         return Err(invalid_client(false, "this client must authenticate"));
     }
-    Ok(Authenticated {
-        client,
-        method: Method::Public,
-        extensions: None,
-    })
+    Ok((
+        Authenticated {
+            client,
+            method: Method::Public,
+            extensions: None,
+        },
+        PendingJti(None),
+    ))
 }
 
 async fn audit_failure(state: &AppState, client_id: &str, method: &str) {

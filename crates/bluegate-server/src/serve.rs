@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum_server::tls_rustls::RustlsConfig;
+use axum_server::accept::NoDelayAcceptor;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use axum_server::Handle;
 use bluegate_core::discovery::Endpoints;
 use bluegate_store::{Store, StoreError, StoreLocation};
@@ -167,14 +168,21 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         addr: listen,
         source,
     })?;
+    // TCP_NODELAY: a response written in more than one segment must not wait for the client's delayed
+    // ACK (Nagle), which costs up to 40 ms.
     let server = match tls {
         Some(tls) => {
-            let server = axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(tls))
+            let acceptor =
+                RustlsAcceptor::new(RustlsConfig::from_config(tls)).acceptor(NoDelayAcceptor);
+            let server = axum_server::from_tcp(listener)
+                .acceptor(acceptor)
                 .handle(handle.clone());
             tokio::spawn(async move { server.serve(app).await })
         }
         None => {
-            let server = axum_server::from_tcp(listener).handle(handle.clone());
+            let server = axum_server::from_tcp(listener)
+                .acceptor(NoDelayAcceptor)
+                .handle(handle.clone());
             tokio::spawn(async move { server.serve(app).await })
         }
     };

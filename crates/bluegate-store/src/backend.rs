@@ -255,6 +255,171 @@ macro_rules! impl_store {
             Ok(done)
         }
 
+        /// Records (issuer, jti) inside `tx`; false if it is recorded and not yet expired (a replay).
+        async fn remember_jti_tx(
+            tx: &mut sqlx::Transaction<'static, Db>,
+            j: &JtiRecord,
+            now: time::OffsetDateTime,
+        ) -> Result<bool, StoreError> {
+            let r = sqlx::query(
+                "INSERT INTO jti_cache (issuer, jti, expires_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (issuer, jti) DO UPDATE SET expires_at = excluded.expires_at \
+                 WHERE jti_cache.expires_at <= $4",
+            )
+            .bind(&j.issuer)
+            .bind(&j.jti)
+            .bind(ts(j.expires_at))
+            .bind(ts(now))
+            .execute(&mut **tx)
+            .await?;
+            Ok(r.rows_affected() == 1)
+        }
+
+        /// The body of `rotate_refresh_token` (`new: Some`) and `reject_refresh_token` (`new: None`), inside
+        /// `tx`. The token row is locked first, then the grant's: the order `revoke_grant_tx` uses.
+        async fn rotate_tx(
+            tx: &mut sqlx::Transaction<'static, Db>,
+            old_hash: &str,
+            new: Option<&RefreshTokenRecord>,
+            now: time::OffsetDateTime,
+        ) -> Result<RefreshRotation, StoreError> {
+            let now_s = ts(now);
+            let row = sqlx::query(concat!(
+                "SELECT grant_id, expires_at, rotated_at, revoked_at FROM refresh_tokens \
+                 WHERE token_hash = $1",
+                $for_update
+            ))
+            .bind(old_hash)
+            .fetch_optional(&mut **tx)
+            .await?;
+            let Some(row) = row else { return Ok(RefreshRotation::Invalid) };
+            let grant_id: String = col(&row, "grant_id")?;
+            let expires_at: i64 = col(&row, "expires_at")?;
+            let rotated_at: Option<i64> = col(&row, "rotated_at")?;
+            let revoked_at: Option<i64> = col(&row, "revoked_at")?;
+            if rotated_at.is_some() {
+                // A rotated token came back: someone holds a copy. Kill the whole grant.
+                revoke_grant_tx(tx, &grant_id, now).await?;
+                return Ok(RefreshRotation::Reused { grant_id });
+            }
+            let Some(new) = new else { return Ok(RefreshRotation::Invalid) };
+            if revoked_at.is_some() || expires_at <= now_s {
+                return Ok(RefreshRotation::Invalid);
+            }
+            let grant = sqlx::query(concat!("SELECT ", grant_cols!(), " FROM grants WHERE id = $1"))
+                .bind(&grant_id)
+                .fetch_optional(&mut **tx)
+                .await?;
+            let Some(grant) = grant.as_ref().map(grant_from_row).transpose()? else {
+                return Ok(RefreshRotation::Invalid);
+            };
+            if grant.revoked_at.is_some() || grant.expires_at.is_some_and(|e| ts(e) <= now_s) {
+                return Ok(RefreshRotation::Invalid);
+            }
+            let claimed = sqlx::query(
+                "UPDATE refresh_tokens SET rotated_at = $2 \
+                 WHERE token_hash = $1 AND rotated_at IS NULL AND revoked_at IS NULL",
+            )
+            .bind(old_hash)
+            .bind(now_s)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+            if claimed != 1 {
+                // Rotated by someone else since we read it: that is a reuse too.
+                revoke_grant_tx(tx, &grant_id, now).await?;
+                return Ok(RefreshRotation::Reused { grant_id });
+            }
+            sqlx::query(
+                "INSERT INTO refresh_tokens (token_hash, grant_id, expires_at, created_at) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&new.token_hash)
+            .bind(&grant_id)
+            .bind(ts(new.expires_at))
+            .bind(ts(new.created_at))
+            .execute(&mut **tx)
+            .await?;
+            Ok(RefreshRotation::Rotated(grant))
+        }
+
+        /// The body of `exchange_code` after the jti, inside `tx`.
+        async fn exchange_tx(
+            tx: &mut sqlx::Transaction<'static, Db>,
+            ex: &CodeExchange<'_>,
+            now: time::OffsetDateTime,
+        ) -> Result<CodeExchangeOutcome, StoreError> {
+            // One statement claims the row: exactly one caller gets past it, on any backend.
+            let claimed = sqlx::query(concat!(
+                "UPDATE codes SET consumed_at = $2 \
+                 WHERE code_hash = $1 AND consumed_at IS NULL AND expires_at > $2 RETURNING ",
+                code_cols!()
+            ))
+            .bind(ex.code_hash)
+            .bind(ts(now))
+            .fetch_optional(&mut **tx)
+            .await?;
+            let Some(row) = claimed else {
+                let row = sqlx::query("SELECT grant_id, consumed_at FROM codes WHERE code_hash = $1")
+                    .bind(ex.code_hash)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                let Some(row) = row else { return Ok(CodeExchangeOutcome::NotFound) };
+                let consumed: Option<i64> = col(&row, "consumed_at")?;
+                if consumed.is_none() {
+                    return Ok(CodeExchangeOutcome::Expired);
+                }
+                // A replayed code: whatever the first redemption issued is revoked (RFC 6749 §4.1.2).
+                let grant_id: Option<String> = col(&row, "grant_id")?;
+                if let Some(g) = &grant_id {
+                    revoke_grant_tx(tx, g, now).await?;
+                }
+                return Ok(CodeExchangeOutcome::AlreadyUsed { grant_id });
+            };
+            let code = code_from_row(&row)?;
+            if code.client_id != ex.client_id {
+                if let Some(g) = &code.grant_id {
+                    revoke_grant_tx(tx, g, now).await?;
+                }
+                return Ok(CodeExchangeOutcome::WrongClient { grant_id: code.grant_id });
+            }
+            let refresh_token = match ex.action {
+                CodeAction::Refuse => return Ok(CodeExchangeOutcome::Refused),
+                CodeAction::Issue { refresh_token } => refresh_token,
+            };
+            let Some(grant_id) = code.grant_id.as_deref() else {
+                return Ok(CodeExchangeOutcome::GrantInactive);
+            };
+            // Locked, so that a concurrent revocation waits for this issue (and then revokes it) or wins.
+            let grant = sqlx::query(concat!(
+                "SELECT ", grant_cols!(), " FROM grants WHERE id = $1", $for_update
+            ))
+            .bind(grant_id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .as_ref()
+            .map(grant_from_row)
+            .transpose()?
+            .filter(|g| g.revoked_at.is_none() && g.expires_at.is_none_or(|e| e > now));
+            let Some(grant) = grant else { return Ok(CodeExchangeOutcome::GrantInactive) };
+            if let Some(t) = refresh_token {
+                sqlx::query(
+                    "INSERT INTO refresh_tokens (token_hash, grant_id, expires_at, created_at) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&t.token_hash)
+                .bind(&grant.id)
+                .bind(ts(t.expires_at))
+                .bind(ts(t.created_at))
+                .execute(&mut **tx)
+                .await?;
+            }
+            Ok(CodeExchangeOutcome::Issued {
+                code: Box::new(code),
+                grant: Box::new(grant),
+            })
+        }
+
         #[async_trait::async_trait]
         impl Store for $store {
             async fn ping(&self) -> Result<(), StoreError> {
@@ -283,7 +448,7 @@ macro_rules! impl_store {
                 .bind(c.is_resource_server)
                 .bind(ts(c.created_at))
                 .bind(ts(c.updated_at))
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
@@ -301,7 +466,7 @@ macro_rules! impl_store {
                 .bind(json_arg(&c.metadata)?)
                 .bind(c.is_resource_server)
                 .bind(ts(c.updated_at))
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 if r.rows_affected() == 0 {
                     return Err(StoreError::NotFound);
@@ -317,6 +482,63 @@ macro_rules! impl_store {
                     .as_ref()
                     .map(client_from_row)
                     .transpose()
+            }
+
+            async fn register_udap_client(
+                &self,
+                r: &UdapRegistration<'_>,
+                now: time::OffsetDateTime,
+            ) -> Result<RegistrationOutcome, StoreError> {
+                let mut tx = begin_write(&self.writer).await?;
+                if !remember_jti_tx(&mut tx, r.statement_jti, now).await? {
+                    return Ok(RegistrationOutcome::StatementReplayed);
+                }
+                let outcome = match r.change {
+                    RegistrationChange::Cancel => {
+                        let row = sqlx::query(
+                            "UPDATE clients SET status = 'cancelled', updated_at = $3 \
+                             WHERE community = $1 AND iss = $2 RETURNING client_id",
+                        )
+                        .bind(r.community)
+                        .bind(r.iss)
+                        .bind(ts(now))
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        match row {
+                            Some(row) => RegistrationOutcome::Cancelled { client_id: col(&row, "client_id")? },
+                            None => RegistrationOutcome::NotRegistered,
+                        }
+                    }
+                    RegistrationChange::Upsert { new_client_id, secret_hash, metadata } => {
+                        // One statement, so two registrations of one (community, iss) cannot both create.
+                        let row = sqlx::query(concat!(
+                            "INSERT INTO clients (",
+                            client_cols!(),
+                            ") VALUES ($1, 'active', $2, $3, $4, $5, $6, $7, $7) \
+                             ON CONFLICT (community, iss) WHERE community IS NOT NULL AND iss IS NOT NULL \
+                             DO UPDATE SET status = 'active', secret_hash = excluded.secret_hash, \
+                             metadata = excluded.metadata, updated_at = excluded.updated_at \
+                             RETURNING client_id"
+                        ))
+                        .bind(new_client_id)
+                        .bind(r.community)
+                        .bind(r.iss)
+                        .bind(secret_hash)
+                        .bind(json_arg(metadata)?)
+                        .bind(false)
+                        .bind(ts(now))
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        let client_id: String = col(&row, "client_id")?;
+                        if client_id == new_client_id {
+                            RegistrationOutcome::Created { client_id }
+                        } else {
+                            RegistrationOutcome::Updated { client_id }
+                        }
+                    }
+                };
+                tx.commit().await?;
+                Ok(outcome)
             }
 
             async fn find_client_by_iss(
@@ -363,7 +585,7 @@ macro_rules! impl_store {
                 .bind(client_id)
                 .bind(status.as_str())
                 .bind(ts(now))
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(r.rows_affected() > 0)
             }
@@ -371,7 +593,7 @@ macro_rules! impl_store {
             // ---- members ----
 
             async fn insert_member(&self, m: &MemberRecord) -> Result<(), StoreError> {
-                let mut tx = begin_write(&self.pool).await?;
+                let mut tx = begin_write(&self.writer).await?;
                 sqlx::query(concat!(
                     "INSERT INTO members (",
                     member_cols!(),
@@ -471,7 +693,7 @@ macro_rules! impl_store {
                 .bind(jti)
                 .bind(ts(expires_at))
                 .bind(ts(now))
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(r.rows_affected() == 1)
             }
@@ -485,11 +707,11 @@ macro_rules! impl_store {
                     "DELETE FROM refresh_tokens WHERE expires_at <= $1",
                     "DELETE FROM revocations WHERE kind = 'access_token' AND expires_at <= $1",
                 ] {
-                    total += sqlx::query(sql).bind(now_s).execute(&self.pool).await?.rows_affected();
+                    total += sqlx::query(sql).bind(now_s).execute(&self.writer).await?.rows_affected();
                 }
                 total += sqlx::query("DELETE FROM login_failures WHERE at <= $1")
                     .bind(ts(now - LOGIN_FAILURE_WINDOW))
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?
                     .rows_affected();
                 Ok(total)
@@ -510,7 +732,7 @@ macro_rules! impl_store {
                 .bind(ts(k.created_at))
                 .bind(opt_ts(k.retired_at))
                 .bind(opt_ts(k.publish_until))
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
@@ -540,7 +762,7 @@ macro_rules! impl_store {
                 .bind(kid)
                 .bind(ts(retired_at))
                 .bind(ts(publish_until))
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(r.rows_affected() > 0)
             }
@@ -560,7 +782,7 @@ macro_rules! impl_store {
                 .bind(&e.patient)
                 .bind(&e.remote_addr)
                 .bind(json_arg(&e.detail)?)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
@@ -570,7 +792,7 @@ macro_rules! impl_store {
                     return Ok(());
                 }
                 // One transaction (one durable commit) for the whole batch.
-                let mut tx = begin_write(&self.pool).await?;
+                let mut tx = begin_write(&self.writer).await?;
                 for e in events {
                     sqlx::query(
                         "INSERT INTO audit_log (at, event, outcome, client_id, member_id, patient, \
@@ -641,9 +863,41 @@ macro_rules! impl_store {
                 .bind(opt_ts(g.expires_at))
                 .bind(opt_ts(g.revoked_at))
                 .bind(json_arg(&g.data)?)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
+            }
+
+            async fn insert_grant_once(
+                &self,
+                g: &GrantRecord,
+                assertion_jti: Option<&JtiRecord>,
+                now: time::OffsetDateTime,
+            ) -> Result<bool, StoreError> {
+                let mut tx = begin_write(&self.writer).await?;
+                if let Some(j) = assertion_jti {
+                    if !remember_jti_tx(&mut tx, j, now).await? {
+                        return Ok(false);
+                    }
+                }
+                sqlx::query(concat!(
+                    "INSERT INTO grants (",
+                    grant_cols!(),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                ))
+                .bind(&g.id)
+                .bind(&g.client_id)
+                .bind(&g.member_id)
+                .bind(&g.patient)
+                .bind(&g.scope)
+                .bind(ts(g.created_at))
+                .bind(opt_ts(g.expires_at))
+                .bind(opt_ts(g.revoked_at))
+                .bind(json_arg(&g.data)?)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn get_grant(&self, id: &str) -> Result<Option<GrantRecord>, StoreError> {
@@ -657,7 +911,7 @@ macro_rules! impl_store {
             }
 
             async fn revoke_grant(&self, id: &str, now: time::OffsetDateTime) -> Result<bool, StoreError> {
-                let mut tx = begin_write(&self.pool).await?;
+                let mut tx = begin_write(&self.writer).await?;
                 let done = revoke_grant_tx(&mut tx, id, now).await?;
                 tx.commit().await?;
                 Ok(done)
@@ -691,7 +945,7 @@ macro_rules! impl_store {
                 .bind(&c.grant_id)
                 .bind(ts(c.expires_at))
                 .bind(json_arg(&c.payload)?)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
@@ -709,7 +963,7 @@ macro_rules! impl_store {
                 ))
                 .bind(code_hash)
                 .bind(ts(now))
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.writer)
                 .await?;
                 if let Some(row) = claimed {
                     return code_from_row(&row).map(CodeRedemption::Redeemed);
@@ -727,11 +981,56 @@ macro_rules! impl_store {
                 })
             }
 
+            async fn find_code(&self, code_hash: &str) -> Result<Option<CodeInfo>, StoreError> {
+                let row = sqlx::query(
+                    "SELECT c.code_hash, c.client_id AS c_client_id, c.grant_id, \
+                     c.expires_at AS c_expires_at, c.payload, c.consumed_at, \
+                     g.id, g.client_id, g.member_id, g.patient, g.scope, g.created_at, g.expires_at, \
+                     g.revoked_at, g.data \
+                     FROM codes c LEFT JOIN grants g ON g.id = c.grant_id WHERE c.code_hash = $1",
+                )
+                .bind(code_hash)
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some(row) = row else { return Ok(None) };
+                let grant_id: Option<String> = col(&row, "id")?;
+                Ok(Some(CodeInfo {
+                    code: CodeRecord {
+                        code_hash: col(&row, "code_hash")?,
+                        client_id: col(&row, "c_client_id")?,
+                        grant_id: col(&row, "grant_id")?,
+                        expires_at: from_ts(col(&row, "c_expires_at")?)?,
+                        payload: json_col(&row, "payload")?,
+                    },
+                    consumed_at: from_opt_ts(col(&row, "consumed_at")?)?,
+                    grant: match grant_id {
+                        Some(_) => Some(grant_from_row(&row)?),
+                        None => None,
+                    },
+                }))
+            }
+
+            async fn exchange_code(
+                &self,
+                ex: &CodeExchange<'_>,
+                now: time::OffsetDateTime,
+            ) -> Result<CodeExchangeOutcome, StoreError> {
+                let mut tx = begin_write(&self.writer).await?;
+                if let Some(j) = ex.assertion_jti {
+                    if !remember_jti_tx(&mut tx, j, now).await? {
+                        return Ok(CodeExchangeOutcome::AssertionReplayed);
+                    }
+                }
+                let outcome = exchange_tx(&mut tx, ex, now).await?;
+                tx.commit().await?;
+                Ok(outcome)
+            }
+
             async fn set_code_grant(&self, code_hash: &str, grant_id: &str) -> Result<(), StoreError> {
                 let r = sqlx::query("UPDATE codes SET grant_id = $2 WHERE code_hash = $1")
                     .bind(code_hash)
                     .bind(grant_id)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 if r.rows_affected() == 0 {
                     return Err(StoreError::NotFound);
@@ -748,7 +1047,7 @@ macro_rules! impl_store {
                 .bind(&t.grant_id)
                 .bind(ts(t.expires_at))
                 .bind(ts(t.created_at))
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
@@ -757,69 +1056,64 @@ macro_rules! impl_store {
                 &self,
                 old_hash: &str,
                 new: &RefreshTokenRecord,
+                assertion_jti: Option<&JtiRecord>,
                 now: time::OffsetDateTime,
             ) -> Result<RefreshRotation, StoreError> {
-                let now_s = ts(now);
-                let mut tx = begin_write(&self.pool).await?;
-                let row = sqlx::query(concat!(
-                    "SELECT grant_id, expires_at, rotated_at, revoked_at FROM refresh_tokens \
-                     WHERE token_hash = $1",
-                    $for_update
-                ))
-                .bind(old_hash)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some(row) = row else { return Ok(RefreshRotation::Invalid) };
-                let grant_id: String = col(&row, "grant_id")?;
-                let expires_at: i64 = col(&row, "expires_at")?;
-                let rotated_at: Option<i64> = col(&row, "rotated_at")?;
-                let revoked_at: Option<i64> = col(&row, "revoked_at")?;
-                if rotated_at.is_some() {
-                    // A rotated token came back: someone holds a copy. Kill the whole grant.
-                    revoke_grant_tx(&mut tx, &grant_id, now).await?;
-                    tx.commit().await?;
-                    return Ok(RefreshRotation::Reused { grant_id });
+                let mut tx = begin_write(&self.writer).await?;
+                if let Some(j) = assertion_jti {
+                    if !remember_jti_tx(&mut tx, j, now).await? {
+                        return Ok(RefreshRotation::AssertionReplayed);
+                    }
                 }
-                if revoked_at.is_some() || expires_at <= now_s {
-                    return Ok(RefreshRotation::Invalid);
-                }
-                let grant = sqlx::query(concat!("SELECT ", grant_cols!(), " FROM grants WHERE id = $1"))
-                    .bind(&grant_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let Some(grant) = grant.as_ref().map(grant_from_row).transpose()? else {
-                    return Ok(RefreshRotation::Invalid);
-                };
-                if grant.revoked_at.is_some() || grant.expires_at.is_some_and(|e| ts(e) <= now_s) {
-                    return Ok(RefreshRotation::Invalid);
-                }
-                let claimed = sqlx::query(
-                    "UPDATE refresh_tokens SET rotated_at = $2 \
-                     WHERE token_hash = $1 AND rotated_at IS NULL AND revoked_at IS NULL",
-                )
-                .bind(old_hash)
-                .bind(now_s)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if claimed != 1 {
-                    // Rotated by someone else since we read it: that is a reuse too.
-                    revoke_grant_tx(&mut tx, &grant_id, now).await?;
-                    tx.commit().await?;
-                    return Ok(RefreshRotation::Reused { grant_id });
-                }
-                sqlx::query(
-                    "INSERT INTO refresh_tokens (token_hash, grant_id, expires_at, created_at) \
-                     VALUES ($1, $2, $3, $4)",
-                )
-                .bind(&new.token_hash)
-                .bind(&grant_id)
-                .bind(ts(new.expires_at))
-                .bind(ts(new.created_at))
-                .execute(&mut *tx)
-                .await?;
+                let outcome = rotate_tx(&mut tx, old_hash, Some(new), now).await?;
                 tx.commit().await?;
-                Ok(RefreshRotation::Rotated(grant))
+                Ok(outcome)
+            }
+
+            async fn reject_refresh_token(
+                &self,
+                token_hash: &str,
+                assertion_jti: Option<&JtiRecord>,
+                now: time::OffsetDateTime,
+            ) -> Result<RefreshRotation, StoreError> {
+                let mut tx = begin_write(&self.writer).await?;
+                if let Some(j) = assertion_jti {
+                    if !remember_jti_tx(&mut tx, j, now).await? {
+                        return Ok(RefreshRotation::AssertionReplayed);
+                    }
+                }
+                let outcome = rotate_tx(&mut tx, token_hash, None, now).await?;
+                tx.commit().await?;
+                Ok(outcome)
+            }
+
+            async fn find_refresh_token(
+                &self,
+                token_hash: &str,
+            ) -> Result<Option<RefreshTokenInfo>, StoreError> {
+                let row = sqlx::query(
+                    "SELECT t.token_hash, t.expires_at AS t_expires_at, t.created_at AS t_created_at, \
+                     t.rotated_at AS t_rotated_at, t.revoked_at AS t_revoked_at, \
+                     g.id, g.client_id, g.member_id, g.patient, g.scope, g.created_at, g.expires_at, \
+                     g.revoked_at, g.data \
+                     FROM refresh_tokens t JOIN grants g ON g.id = t.grant_id WHERE t.token_hash = $1",
+                )
+                .bind(token_hash)
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some(row) = row else { return Ok(None) };
+                let grant = grant_from_row(&row)?;
+                Ok(Some(RefreshTokenInfo {
+                    token: RefreshTokenRecord {
+                        token_hash: col(&row, "token_hash")?,
+                        grant_id: grant.id.clone(),
+                        expires_at: from_ts(col(&row, "t_expires_at")?)?,
+                        created_at: from_ts(col(&row, "t_created_at")?)?,
+                    },
+                    rotated_at: from_opt_ts(col(&row, "t_rotated_at")?)?,
+                    revoked_at: from_opt_ts(col(&row, "t_revoked_at")?)?,
+                    grant,
+                }))
             }
 
             async fn revoke_refresh_token(
@@ -827,7 +1121,7 @@ macro_rules! impl_store {
                 token_hash: &str,
                 now: time::OffsetDateTime,
             ) -> Result<Option<String>, StoreError> {
-                let mut tx = begin_write(&self.pool).await?;
+                let mut tx = begin_write(&self.writer).await?;
                 let row = sqlx::query(concat!(
                     "SELECT grant_id FROM refresh_tokens WHERE token_hash = $1",
                     $for_update
@@ -875,7 +1169,7 @@ macro_rules! impl_store {
                 .bind(ts(now))
                 .bind(jti)
                 .bind(ts(expires_at))
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
@@ -917,7 +1211,7 @@ macro_rules! impl_store {
                 .bind(&c.patient)
                 .bind(&c.scope)
                 .bind(ts(c.updated_at))
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
@@ -944,7 +1238,7 @@ macro_rules! impl_store {
                 let r = sqlx::query("DELETE FROM consents WHERE member_id = $1 AND client_id = $2")
                     .bind(member_id)
                     .bind(client_id)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(r.rows_affected() > 0)
             }
@@ -957,7 +1251,7 @@ macro_rules! impl_store {
                 now: time::OffsetDateTime,
             ) -> Result<u32, StoreError> {
                 let cutoff = ts(now - LOGIN_FAILURE_WINDOW);
-                let mut tx = begin_write(&self.pool).await?;
+                let mut tx = begin_write(&self.writer).await?;
                 sqlx::query("DELETE FROM login_failures WHERE key = $1 AND at <= $2")
                     .bind(key)
                     .bind(cutoff)
@@ -999,7 +1293,7 @@ macro_rules! impl_store {
             async fn reset_login_failures(&self, key: &str) -> Result<(), StoreError> {
                 sqlx::query("DELETE FROM login_failures WHERE key = $1")
                     .bind(key)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(())
             }

@@ -62,6 +62,14 @@ pub trait Store: FhirStore + Send + Sync + 'static {
     /// Updates every field but `created_at`. `NotFound` if absent; `Conflict` on a duplicate (community, iss).
     async fn update_client(&self, client: &ClientRecord) -> Result<(), StoreError>;
     async fn get_client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError>;
+    /// A UDAP registration in one transaction: records the statement `jti` (a replay →
+    /// `StatementReplayed`, nothing changed), then creates, updates or cancels the client registered for
+    /// (community, iss). Concurrent registrations of one (community, iss) end with one client.
+    async fn register_udap_client(
+        &self,
+        registration: &UdapRegistration<'_>,
+        now: OffsetDateTime,
+    ) -> Result<RegistrationOutcome, StoreError>;
     async fn find_client_by_iss(
         &self,
         community: &str,
@@ -131,6 +139,14 @@ pub trait Store: FhirStore + Send + Sync + 'static {
     /// `Conflict` on a duplicate id.
     async fn insert_grant(&self, grant: &GrantRecord) -> Result<(), StoreError>;
     async fn get_grant(&self, id: &str) -> Result<Option<GrantRecord>, StoreError>;
+    /// [`Store::insert_grant`] and the assertion `jti` (if given) in one transaction. False on a replayed
+    /// `jti`: nothing is stored. `Conflict` on a duplicate grant id.
+    async fn insert_grant_once(
+        &self,
+        grant: &GrantRecord,
+        assertion_jti: Option<&JtiRecord>,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
     /// Revokes the grant and its refresh tokens and logs a [`Revocation::Grant`]. True if this call revoked
     /// it; false if there is no such grant or it was already revoked.
     async fn revoke_grant(&self, id: &str, now: OffsetDateTime) -> Result<bool, StoreError>;
@@ -146,19 +162,50 @@ pub trait Store: FhirStore + Send + Sync + 'static {
         code_hash: &str,
         now: OffsetDateTime,
     ) -> Result<CodeRedemption, StoreError>;
+    /// The code, redeemed or not, expired or not, with its grant if it has one (the token endpoint checks
+    /// a request against them before [`Store::exchange_code`]); `None` if unknown.
+    async fn find_code(&self, code_hash: &str) -> Result<Option<CodeInfo>, StoreError>;
+    /// The token endpoint's one write for the authorization_code grant, in one transaction:
+    /// records the assertion `jti` (a replay → `AssertionReplayed`, nothing changed); then unknown →
+    /// `NotFound`; redeemed before → revoke the grant that redemption issued, `AlreadyUsed`; expired →
+    /// `Expired`; else the code is spent (exactly one caller ever gets past this point) and: issued to
+    /// another client → revoke its grant, `WrongClient`; [`CodeAction::Refuse`] → `Refused`; grant
+    /// missing, revoked or expired → `GrantInactive`; else store the refresh token and `Issued`.
+    async fn exchange_code(
+        &self,
+        exchange: &CodeExchange<'_>,
+        now: OffsetDateTime,
+    ) -> Result<CodeExchangeOutcome, StoreError>;
     /// Records the grant a code was exchanged for. `NotFound` if there is no such code.
     async fn set_code_grant(&self, code_hash: &str, grant_id: &str) -> Result<(), StoreError>;
     /// `Conflict` on a duplicate hash; `Database` if the grant does not exist.
     async fn insert_refresh_token(&self, token: &RefreshTokenRecord) -> Result<(), StoreError>;
-    /// In one transaction: unknown → `Invalid`; already rotated → revoke the grant, `Reused`; expired,
-    /// revoked, or grant revoked/expired → `Invalid`; else mark the old token rotated, insert `new` (its
-    /// `grant_id` is forced to the old token's) and return `Rotated(grant)`.
+    /// In one transaction: records the assertion `jti` if given (a replay → `AssertionReplayed`, nothing
+    /// changed); unknown → `Invalid`; already rotated → revoke the grant, `Reused`; expired, revoked, or
+    /// grant revoked/expired → `Invalid`; else mark the old token rotated, insert `new` (its `grant_id` is
+    /// forced to the old token's) and return `Rotated(grant)`.
     async fn rotate_refresh_token(
         &self,
         old_hash: &str,
         new: &RefreshTokenRecord,
+        assertion_jti: Option<&JtiRecord>,
         now: OffsetDateTime,
     ) -> Result<RefreshRotation, StoreError>;
+    /// A refresh request refused before rotation (the token is not active), in one transaction: records
+    /// the assertion `jti` if given (a replay → `AssertionReplayed`, nothing changed); a token that was
+    /// already rotated has come back, so its grant is revoked → `Reused`; anything else → `Invalid`,
+    /// nothing changed. Never `Rotated`.
+    async fn reject_refresh_token(
+        &self,
+        token_hash: &str,
+        assertion_jti: Option<&JtiRecord>,
+        now: OffsetDateTime,
+    ) -> Result<RefreshRotation, StoreError>;
+    /// The token in whatever state, with its grant; `None` if unknown (or its grant is gone).
+    async fn find_refresh_token(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<RefreshTokenInfo>, StoreError>;
     /// Revokes the token's grant (and so all its tokens); returns the grant id, `None` if unknown.
     async fn revoke_refresh_token(
         &self,

@@ -167,9 +167,11 @@ pub enum CodeRedemption {
     NotFound,
 }
 
-/// Outcome of [`crate::Store::rotate_refresh_token`].
+/// Outcome of [`crate::Store::rotate_refresh_token`] and [`crate::Store::reject_refresh_token`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum RefreshRotation {
+    /// The assertion's `jti` was used before: nothing was changed.
+    AssertionReplayed,
     /// The old token is rotated, the new one stored; the (active) grant.
     Rotated(GrantRecord),
     /// The old token had already been rotated: the whole grant is now revoked.
@@ -189,4 +191,140 @@ pub enum Revocation {
     Grant {
         grant_id: String,
     },
+}
+
+/// A client assertion's or software statement's `jti`, recorded in the replay cache by the same
+/// transaction as the write it authorizes (so a replay changes nothing, and a first use pays one commit).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JtiRecord {
+    /// The replay cache is per issuer: the client id for client assertions, the statement `iss` for
+    /// software statements.
+    pub issuer: String,
+    pub jti: String,
+    /// Kept until then (the assertion's `exp`).
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// What the token endpoint asks of [`crate::Store::exchange_code`].
+#[derive(Clone, Copy, Debug)]
+pub struct CodeExchange<'a> {
+    pub code_hash: &'a str,
+    /// The authenticated client. A code issued to another client is spent and its grant revoked.
+    pub client_id: &'a str,
+    /// The client assertion's `jti`, if the client authenticated with one.
+    pub assertion_jti: Option<&'a JtiRecord>,
+    pub action: CodeAction<'a>,
+}
+
+/// What to do with a code once it is claimed.
+#[derive(Clone, Copy, Debug)]
+pub enum CodeAction<'a> {
+    /// The request does not match the code (redirect URI, PKCE): spend the code, issue nothing.
+    Refuse,
+    /// Issue tokens for the code's grant, storing this refresh token (its `grant_id` is forced to the
+    /// code's grant) if there is one.
+    Issue {
+        refresh_token: Option<&'a RefreshTokenRecord>,
+    },
+}
+
+/// Outcome of [`crate::Store::exchange_code`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum CodeExchangeOutcome {
+    /// The assertion's `jti` was used before: nothing was changed.
+    AssertionReplayed,
+    NotFound,
+    /// Expired and never redeemed (left as it is).
+    Expired,
+    /// Redeemed before: the grant that redemption issued (if recorded) is now revoked.
+    AlreadyUsed {
+        grant_id: Option<String>,
+    },
+    /// Issued to another client: now spent, and its grant (if any) revoked.
+    WrongClient {
+        grant_id: Option<String>,
+    },
+    /// [`CodeAction::Refuse`]: the code is now spent.
+    Refused,
+    /// The code is now spent, but its grant is missing, revoked or expired: nothing was issued.
+    GrantInactive,
+    /// The code is now spent and the refresh token (if any) stored; the active grant.
+    Issued {
+        code: Box<CodeRecord>,
+        grant: Box<GrantRecord>,
+    },
+}
+
+/// A code whatever its state, with its grant (see [`crate::Store::find_code`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CodeInfo {
+    pub code: CodeRecord,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub consumed_at: Option<OffsetDateTime>,
+    /// `None` if the code has no grant or the grant is gone.
+    pub grant: Option<GrantRecord>,
+}
+
+/// A refresh token whatever its state, with its grant (see [`crate::Store::find_refresh_token`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RefreshTokenInfo {
+    pub token: RefreshTokenRecord,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub rotated_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+    pub grant: GrantRecord,
+}
+
+impl RefreshTokenInfo {
+    /// Neither rotated nor revoked, not expired, and its grant neither revoked nor expired.
+    pub fn is_active(&self, now: OffsetDateTime) -> bool {
+        self.rotated_at.is_none()
+            && self.revoked_at.is_none()
+            && self.token.expires_at > now
+            && self.grant.revoked_at.is_none()
+            && self.grant.expires_at.is_none_or(|e| e > now)
+    }
+}
+
+/// A UDAP registration's change to the store (see [`crate::Store::register_udap_client`]).
+#[derive(Clone, Copy, Debug)]
+pub struct UdapRegistration<'a> {
+    /// The software statement's `jti` (issuer: the statement's `iss`).
+    pub statement_jti: &'a JtiRecord,
+    pub community: &'a str,
+    pub iss: &'a str,
+    pub change: RegistrationChange<'a>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum RegistrationChange<'a> {
+    /// Create the client for (community, iss) with `new_client_id`, or, when one exists, replace its
+    /// metadata and secret hash and make it active again (keeping its id and creation time).
+    Upsert {
+        new_client_id: &'a str,
+        secret_hash: Option<&'a str>,
+        metadata: &'a serde_json::Value,
+    },
+    /// Cancel the client registered for (community, iss).
+    Cancel,
+}
+
+/// Outcome of [`crate::Store::register_udap_client`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RegistrationOutcome {
+    /// The statement's `jti` was used before: nothing was changed.
+    StatementReplayed,
+    Created {
+        client_id: String,
+    },
+    Updated {
+        client_id: String,
+    },
+    Cancelled {
+        client_id: String,
+    },
+    /// A cancellation for an (community, iss) with no client (the `jti` is still recorded).
+    NotRegistered,
 }

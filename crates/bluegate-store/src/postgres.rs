@@ -6,15 +6,20 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::types::Json;
-use sqlx::{PgPool, Pool, Postgres, Transaction};
+use sqlx::{Connection, PgPool, Pool, Postgres, Transaction};
 
 type Db = Postgres;
 type DbRow = PgRow;
+
+/// A pooled connection idle for this long is pinged before it is handed out.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(10);
 
 /// The shared store for one or many Bluegate nodes.
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
+    /// The pool writes use: the same one (PostgreSQL has concurrent writers).
+    writer: PgPool,
 }
 
 impl PgStore {
@@ -29,13 +34,27 @@ impl PgStore {
         options: PgConnectOptions,
         max_connections: u32,
     ) -> Result<Self, StoreError> {
+        // A connection back from a request moments ago is known to work: ping only those idle long enough
+        // for the server or a proxy to have dropped them, not before every query (a round trip each).
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(10))
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IF_IDLE_FOR {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            writer: pool.clone(),
+            pool,
+        })
     }
 
     /// The underlying pool.

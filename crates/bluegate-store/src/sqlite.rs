@@ -1,5 +1,11 @@
 //! SQLite backend: one file, WAL, `synchronous=FULL` (a commit survives power loss), foreign keys on,
-//! busy timeout for concurrent writers, and `BEGIN IMMEDIATE` for read-then-write transactions.
+//! and `BEGIN IMMEDIATE` for read-then-write transactions.
+//!
+//! SQLite lets one writer at a time in, and a writer that finds the lock taken waits in SQLite's busy
+//! handler, which sleeps (1 ms, 2 ms, 5 ms, ...) rather than being woken. So the store's writes go through
+//! one dedicated connection (the `writer` pool): writers of this process queue for it without sleeping,
+//! and the busy timeout is left for other processes (e.g. `bluegate client add` beside a running server).
+//! Reads use the other connections, which WAL lets run beside the writer.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -19,7 +25,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The embedded (zero-setup) store.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
+    /// Readers (and the FHIR store's own transactions).
     pool: SqlitePool,
+    /// One connection: every write of the `Store` methods.
+    writer: SqlitePool,
 }
 
 impl SqliteStore {
@@ -39,18 +48,29 @@ impl SqliteStore {
         Self::open_with(options, 8).await
     }
 
-    /// Opens with explicit options (the caller's journal/sync settings are kept) and pool size.
+    /// Opens with explicit options (the caller's journal/sync settings are kept) and the size of the
+    /// readers' pool (the writer has a connection of its own).
     pub async fn open_with(
         options: SqliteConnectOptions,
         max_connections: u32,
     ) -> Result<Self, StoreError> {
+        // A connection to a local file does not go stale: no ping before each use (a round trip to the
+        // connection's worker thread).
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options)
+            .test_before_acquire(false)
+            .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(SqliteStore { pool })
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await?;
+        Ok(SqliteStore { pool, writer })
     }
 
     /// The underlying pool (for callers that keep their own tables in the same file).
@@ -60,6 +80,7 @@ impl SqliteStore {
 
     /// Closes every connection (waits for in-flight queries).
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 }

@@ -11,7 +11,8 @@ use bluegate_core::jose::{Alg, SigningKey};
 use bluegate_core::pki::{self, EndEntityRequest, EndEntityUsage, KeyKind};
 use bluegate_core::trust::{ChainCache, Community};
 use bluegate_core::udap::{self, StatementInput};
-use serde_json::{json, Map, Value};
+use bluegate_store::{JtiRecord, RegistrationChange, RegistrationOutcome, UdapRegistration};
+use serde_json::{json, Map};
 use time::OffsetDateTime;
 
 #[derive(clap::Subcommand)]
@@ -25,6 +26,10 @@ pub enum BenchCmd {
         /// Concurrent requests for the throughput figure.
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
+        /// Run against this PostgreSQL database (a scratch one: the benchmark leaves its clients there)
+        /// instead of SQLite in a temporary directory ($TMPDIR).
+        #[arg(long, value_name = "URL", env = "BLUEGATE_BENCH_DATABASE_URL")]
+        database_url: Option<String>,
     },
     /// FHIR import and search: generates a synthetic CARIN BB population into a fresh store, imports
     /// it with `bluegate fhir import`'s pipeline (resources/s), then measures the store-level search
@@ -86,6 +91,10 @@ pub enum BenchCmd {
         /// Concurrent requests for the throughput figure.
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
+        /// Run against this PostgreSQL database (a scratch one: the benchmark leaves its clients, grants
+        /// and codes there) instead of SQLite in a temporary directory ($TMPDIR).
+        #[arg(long, value_name = "URL", env = "BLUEGATE_BENCH_DATABASE_URL")]
+        database_url: Option<String>,
     },
 }
 
@@ -94,11 +103,13 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Registration {
             requests,
             concurrency,
-        } => registration(requests.max(10), concurrency.max(1)).await,
+            database_url,
+        } => registration(requests.max(10), concurrency.max(1), database_url).await,
         BenchCmd::Token {
             requests,
             concurrency,
-        } => crate::bench_token::token(requests.max(10), concurrency.max(1)).await,
+            database_url,
+        } => crate::bench_token::token(requests.max(10), concurrency.max(1), database_url).await,
         BenchCmd::FhirApi {
             members,
             eobs_per_member,
@@ -174,7 +185,63 @@ pub fn row(name: &str, s: &Stats, baseline_us: f64) {
     );
 }
 
-/// A throwaway server: a community, TLS and metadata certificates, SQLite in a temp dir.
+/// One row of a per-phase breakdown: the mean of a part measured alone, and its share of the request.
+pub fn part(name: &str, s: &Stats, request_us: f64) {
+    println!(
+        "  {name:<58} mean {:>7.0} µs  p50 {:>7.0} µs  {:>5.1}% of the request",
+        s.mean_us,
+        s.p50_us,
+        100.0 * s.mean_us / request_us
+    );
+}
+
+/// Times `n` runs of `f`, one at a time.
+pub async fn time_each<F, Fut>(n: usize, mut f: F) -> anyhow::Result<Stats>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let mut lat = Vec::with_capacity(n);
+    let t0 = Instant::now();
+    for i in 0..n {
+        let t = Instant::now();
+        f(i).await?;
+        lat.push(t.elapsed());
+    }
+    Ok(stats(lat, t0.elapsed()))
+}
+
+/// The HTTPS floor: `n` POSTs to `url` that the server refuses with a 400 before any client
+/// authentication, cryptography or store access (TLS, HTTP, the middleware stack, an error body).
+pub async fn http_floor(
+    client: &reqwest::Client,
+    url: &str,
+    content_type: &str,
+    body: &str,
+    n: usize,
+) -> anyhow::Result<Stats> {
+    time_each(n, |_| async {
+        let resp = client
+            .post(url)
+            .header("content-type", content_type)
+            .body(body.to_string())
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        resp.bytes().await?;
+        anyhow::ensure!(status == 400, "the HTTPS floor request answered {status}");
+        Ok(())
+    })
+    .await
+}
+
+/// A tag that differs between runs, for ids that must not collide in a reused PostgreSQL database.
+pub fn run_tag() -> String {
+    bluegate_server::random::token(6)
+}
+
+/// A throwaway server: a community, TLS and metadata certificates, SQLite in a temp dir (or the given
+/// PostgreSQL database).
 pub struct BenchServer {
     pub dir: tempfile::TempDir,
     pub running: bluegate_server::serve::Running,
@@ -183,12 +250,7 @@ pub struct BenchServer {
     pub community: pki::Community,
 }
 
-pub async fn start_bench_server() -> anyhow::Result<BenchServer> {
-    start_bench_server_with("").await
-}
-
-/// [`start_bench_server`] with extra top-level configuration lines (e.g. `database_url = "..."`).
-pub async fn start_bench_server_with(extra_config: &str) -> anyhow::Result<BenchServer> {
+pub async fn start_bench_server(database_url: Option<&str>) -> anyhow::Result<BenchServer> {
     let dir = tempfile::tempdir()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -231,13 +293,17 @@ pub async fn start_bench_server_with(extra_config: &str) -> anyhow::Result<Bench
     std::fs::write(p.join("meta-chain.pem"), &meta.chain_pem)?;
     std::fs::write(p.join("meta-key.pem"), &meta.key_pem)?;
     let config = format!(
-        "public_url = \"{base}\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\n{extra_config}\
+        "public_url = \"{base}\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\n\
          [tls]\ncert = \"tls-chain.pem\"\nkey = \"tls-key.pem\"\n[log]\nlevel = \"error\"\n\
          [[communities]]\nuri = \"urn:bench\"\ntrust_anchors = [\"root.pem\"]\n\
          metadata_cert = \"meta-chain.pem\"\nmetadata_key = \"meta-key.pem\"\n"
     );
     std::fs::write(p.join("bluegate.toml"), config)?;
-    let cfg = bluegate_server::config::load_file(&p.join("bluegate.toml"), &Default::default())?;
+    let mut env = std::collections::BTreeMap::new();
+    if let Some(url) = database_url {
+        env.insert("BLUEGATE_DATABASE_URL".to_string(), url.to_string());
+    }
+    let cfg = bluegate_server::config::load_file(&p.join("bluegate.toml"), &env)?;
     let running = bluegate_server::serve::start(cfg).await?;
     let client = bluegate_client::http::client(Some(community.root_cert_pem.as_bytes()))?;
     Ok(BenchServer {
@@ -260,8 +326,12 @@ pub fn make_app(c: &pki::Community, i: usize) -> anyhow::Result<App> {
 }
 
 pub fn make_app_with(c: &pki::Community, i: usize, kind: KeyKind) -> anyhow::Result<App> {
+    make_app_at(c, format!("https://bench-app-{i}.example/"), kind)
+}
+
+/// An app whose certificate's URI SAN (and so its UDAP `iss`) is `uri`.
+pub fn make_app_at(c: &pki::Community, uri: String, kind: KeyKind) -> anyhow::Result<App> {
     let now = OffsetDateTime::now_utc();
-    let uri = format!("https://bench-app-{i}.example/");
     let cert = pki::issue_end_entity(
         &c.intermediate_cert_pem,
         &c.intermediate_key_pem,
@@ -340,8 +410,14 @@ pub async fn post_all(
     Ok((lat, start.elapsed()))
 }
 
-async fn registration(n: usize, concurrency: usize) -> anyhow::Result<()> {
-    let server = start_bench_server().await.context("starting the server")?;
+async fn registration(
+    n: usize,
+    concurrency: usize,
+    database_url: Option<String>,
+) -> anyhow::Result<()> {
+    let server = start_bench_server(database_url.as_deref())
+        .await
+        .context("starting the server")?;
     let url = format!("{}/oauth/register", server.base);
     println!("preparing {n} client certificates...");
     let apps: Vec<App> = (0..n)
@@ -475,7 +551,74 @@ async fn registration(n: usize, concurrency: usize) -> anyhow::Result<()> {
         http_warm_1.mean_us - crypto_warm.mean_us,
         (http_warm_1.mean_us - crypto_warm.mean_us) / crypto_warm.mean_us,
     );
-    let _ = Value::Null;
+
+    // Where a cached-chain registration's time goes: each part measured alone, one at a time.
+    let http = http_floor(&server.client, &url, "application/json", "{}", half).await?;
+    let store = &server.running.state.store;
+    let tag = run_tag();
+    let meta = json!({"client_name": "Bench App", "redirect_uris": ["https://bench.example/cb"]});
+    let iss = format!("https://bench-store-{tag}.example/");
+    let ids: Vec<String> = (0..half).map(|i| format!("bench-{tag}-{i}")).collect();
+    let write = time_each(half, |i| {
+        let (store, meta, iss, id) = (store.clone(), &meta, &iss, &ids[i]);
+        async move {
+            let jti = JtiRecord {
+                issuer: iss.clone(),
+                jti: id.clone(),
+                expires_at: OffsetDateTime::now_utc() + time::Duration::minutes(5),
+            };
+            let registration = UdapRegistration {
+                statement_jti: &jti,
+                community: "urn:bench",
+                iss,
+                change: RegistrationChange::Upsert {
+                    new_client_id: id,
+                    secret_hash: None,
+                    metadata: meta,
+                },
+            };
+            let outcome = store
+                .register_udap_client(&registration, OffsetDateTime::now_utc())
+                .await?;
+            anyhow::ensure!(
+                matches!(
+                    outcome,
+                    RegistrationOutcome::Created { .. } | RegistrationOutcome::Updated { .. }
+                ),
+                "registration write: {outcome:?}"
+            );
+            Ok(())
+        }
+    })
+    .await?;
+    println!(
+        "
+where a cached-chain registration's time goes (each part alone, 1 at a time):"
+    );
+    let request = http_warm_1.mean_us;
+    part(
+        "HTTPS round trip (request refused before validation)",
+        &http,
+        request,
+    );
+    part(
+        "cryptography (statement, cached chain)",
+        &crypto_warm,
+        request,
+    );
+    part(
+        "store: one write transaction (jti + upsert, 1 commit)",
+        &write,
+        request,
+    );
+    let sum = http.mean_us + crypto_warm.mean_us + write.mean_us;
+    println!(
+        "  {:<58} mean {:>7.0} µs; measured request {:.0} µs; the rest (JSON, audit, scheduling) {:.0} µs",
+        "sum of the parts",
+        sum,
+        request,
+        request - sum
+    );
     server.running.shutdown(Duration::from_secs(2)).await;
     drop(server.dir);
     Ok(())

@@ -11,7 +11,7 @@ use bluegate_store::fhir::synthetic::{Synthetic, SyntheticOptions};
 use bluegate_store::fhir::{parse_param, ResourceType, SearchQuery};
 use time::OffsetDateTime;
 
-use crate::bench::{start_bench_server_with, stats};
+use crate::bench::{start_bench_server, stats};
 
 /// Resources per store transaction while populating.
 const BATCH: usize = 5000;
@@ -33,12 +33,7 @@ fn line(name: &str, s: &crate::bench::Stats) {
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
-    let extra = a
-        .database_url
-        .as_ref()
-        .map(|u| format!("database_url = \"{u}\"\n"))
-        .unwrap_or_default();
-    let server = start_bench_server_with(&extra).await?;
+    let server = start_bench_server(a.database_url.as_deref()).await?;
     let state = server.running.state.clone();
     let store = state.store.clone();
     println!(

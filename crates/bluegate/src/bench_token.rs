@@ -1,5 +1,6 @@
 //! `bluegate bench token`: the token endpoint's authorization_code grant, for a client_secret_basic client
-//! and a UDAP private_key_jwt client (x5c, RS256), against the cost of the cryptography alone.
+//! and a UDAP private_key_jwt client (x5c, RS256), against the cost of the cryptography alone, and where
+//! a UDAP request's time goes (HTTPS, cryptography, each store round trip, each measured alone).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,11 +10,17 @@ use bluegate_core::pki::KeyKind;
 use bluegate_core::secrets;
 use bluegate_core::tokens::{self, AccessClaims};
 use bluegate_core::trust::{ChainCache, Community};
-use bluegate_store::{ClientRecord, ClientStatus, CodeRecord, GrantRecord};
+use bluegate_store::{
+    ClientRecord, ClientStatus, CodeAction, CodeExchange, CodeExchangeOutcome, CodeRecord,
+    GrantRecord, JtiRecord,
+};
 use serde_json::{json, Map};
 use time::OffsetDateTime;
 
-use crate::bench::{make_app_with, row, start_bench_server, stats, BenchServer, Stats};
+use crate::bench::{
+    http_floor, make_app_at, part, row, run_tag, start_bench_server, stats, time_each, BenchServer,
+    Stats,
+};
 
 const REDIRECT: &str = "https://bench.example/cb";
 
@@ -27,7 +34,7 @@ async fn mint_codes(
     let mut codes = Vec::with_capacity(n);
     for i in 0..n {
         let grant = GrantRecord {
-            id: format!("bench-grant-{client_id}-{i}"),
+            id: format!("bench-grant-{client_id}-{i}-{}", crate::bench::run_tag()),
             client_id: client_id.to_string(),
             member_id: Some("bench-member".into()),
             patient: Some("bench-patient".into()),
@@ -101,17 +108,25 @@ fn form(pairs: &[(&str, &str)]) -> String {
         .finish()
 }
 
-pub async fn token(n: usize, concurrency: usize) -> anyhow::Result<()> {
-    let server = start_bench_server().await?;
+pub async fn token(
+    n: usize,
+    concurrency: usize,
+    database_url: Option<String>,
+) -> anyhow::Result<()> {
+    let server = start_bench_server(database_url.as_deref()).await?;
     let state = server.running.state.clone();
     let url = state.endpoints.token.clone();
     let now = OffsetDateTime::now_utc();
     let all_scopes = bluegate_core::discovery::scopes_supported().join(" ");
 
+    // Ids unique to this run, so that a PostgreSQL database can be reused.
+    let tag = run_tag();
+    let secret_id = format!("bench-secret-{tag}");
+    let udap_id = format!("bench-udap-{tag}");
     // (a) client_secret_basic.
     let secret = bluegate_server::random::token(32);
     state.store.insert_client(&ClientRecord {
-        client_id: "bench-secret".into(),
+        client_id: secret_id.clone(),
         status: ClientStatus::Active,
         community: None,
         iss: None,
@@ -123,9 +138,13 @@ pub async fn token(n: usize, concurrency: usize) -> anyhow::Result<()> {
         updated_at: now,
     }).await?;
     // (b) UDAP private_key_jwt, RS256 assertion with x5c.
-    let app = make_app_with(&server.community, 0, KeyKind::Rsa2048)?;
+    let app = make_app_at(
+        &server.community,
+        format!("https://bench-token-{tag}.example/"),
+        KeyKind::Rsa2048,
+    )?;
     state.store.insert_client(&ClientRecord {
-        client_id: "bench-udap".into(),
+        client_id: udap_id.clone(),
         status: ClientStatus::Active,
         community: Some("urn:bench".into()),
         iss: Some(app.uri.clone()),
@@ -140,11 +159,11 @@ pub async fn token(n: usize, concurrency: usize) -> anyhow::Result<()> {
         let t = OffsetDateTime::now_utc().unix_timestamp();
         let mut h = Map::new();
         h.insert("x5c".into(), json!(app.x5c));
-        Ok(app.key.sign_compact(&h, &json!({"iss": "bench-udap", "sub": "bench-udap", "aud": url, "iat": t, "exp": t + 300, "jti": jti}))?)
+        Ok(app.key.sign_compact(&h, &json!({"iss": udap_id, "sub": udap_id, "aud": url, "iat": t, "exp": t + 300, "jti": jti}))?)
     };
     let total = n + n / 2 + 2;
-    let secret_codes = mint_codes(&server, "bench-secret", total).await?;
-    let udap_codes = mint_codes(&server, "bench-udap", total).await?;
+    let secret_codes = mint_codes(&server, &secret_id, total).await?;
+    let udap_codes = mint_codes(&server, &udap_id, total).await?;
     let assertions: Vec<String> = (0..total)
         .map(|i| assertion(&format!("bench-{i}")))
         .collect::<anyhow::Result<_>>()?;
@@ -171,7 +190,7 @@ pub async fn token(n: usize, concurrency: usize) -> anyhow::Result<()> {
             cache.validate_cached(&community, &x5c, OffsetDateTime::now_utc().unix_timestamp())?;
         let verified = parsed.verify_with_spki(&leaf.spki_der)?;
         let ts = OffsetDateTime::now_utc().unix_timestamp();
-        tokens::check_assertion_claims(verified.claims(), "bench-udap", &url, ts, 60)?;
+        tokens::check_assertion_claims(verified.claims(), &udap_id, &url, ts, 60)?;
         let claims = AccessClaims {
             iss: "i".into(),
             sub: "s".into(),
@@ -224,7 +243,7 @@ pub async fn token(n: usize, concurrency: usize) -> anyhow::Result<()> {
             ])
         })
         .collect();
-    let basic = Some(("bench-secret".to_string(), secret.clone()));
+    let basic = Some((secret_id.clone(), secret.clone()));
     // Warm the connection.
     post_forms(
         &server.client,
@@ -313,6 +332,102 @@ pub async fn token(n: usize, concurrency: usize) -> anyhow::Result<()> {
         &format!("HTTPS UDAP private_key_jwt, {concurrency} at a time"),
         &udap_c,
         crypto_udap.mean_us,
+    );
+
+    // Where a UDAP request's time goes: each part measured alone, one at a time. The store parts are the
+    // handler's three round trips: client lookup, code + grant lookup (which runs beside the client's
+    // authentication), and the one write transaction.
+    let half = half.max(1);
+    let http = http_floor(
+        &server.client,
+        &url,
+        "application/x-www-form-urlencoded",
+        "grant_type=bench",
+        half,
+    )
+    .await?;
+    let store = &state.store;
+    let client_read = time_each(half, |_| async {
+        anyhow::ensure!(store.get_client(&udap_id).await?.is_some(), "no client");
+        Ok(())
+    })
+    .await?;
+    let hashes: Vec<String> = mint_codes(&server, &udap_id, half)
+        .await?
+        .iter()
+        .map(|c| secrets::token_hash(c))
+        .collect();
+    let code_read = time_each(half, |i| {
+        let hash = &hashes[i];
+        async move {
+            anyhow::ensure!(store.find_code(hash).await?.is_some(), "no code");
+            Ok(())
+        }
+    })
+    .await?;
+    let write = time_each(half, |i| {
+        let (hash, udap_id) = (&hashes[i], &udap_id);
+        async move {
+            let jti = JtiRecord {
+                issuer: udap_id.clone(),
+                jti: format!("store-{i}"),
+                expires_at: OffsetDateTime::now_utc() + time::Duration::minutes(5),
+            };
+            let exchange = CodeExchange {
+                code_hash: hash,
+                client_id: udap_id,
+                assertion_jti: Some(&jti),
+                action: CodeAction::Issue {
+                    refresh_token: None,
+                },
+            };
+            let outcome = store
+                .exchange_code(&exchange, OffsetDateTime::now_utc())
+                .await?;
+            anyhow::ensure!(
+                matches!(outcome, CodeExchangeOutcome::Issued { .. }),
+                "exchange: {outcome:?}"
+            );
+            Ok(())
+        }
+    })
+    .await?;
+    println!(
+        "
+where a UDAP token request's time goes (each part alone, 1 at a time):"
+    );
+    let request = udap_1.mean_us;
+    part(
+        "HTTPS round trip (request refused before client auth)",
+        &http,
+        request,
+    );
+    part(
+        "cryptography (assertion, cached chain, ES256 sign)",
+        &crypto_udap,
+        request,
+    );
+    part("store: client lookup (read)", &client_read, request);
+    part(
+        "store: code + grant lookup (read, beside client auth)",
+        &code_read,
+        request,
+    );
+    part(
+        "store: one write transaction (jti + code + grant, 1 commit)",
+        &write,
+        request,
+    );
+    // The code lookup runs beside client authentication (client lookup + cryptography).
+    let sum = http.mean_us
+        + (crypto_udap.mean_us + client_read.mean_us).max(code_read.mean_us)
+        + write.mean_us;
+    println!(
+        "  {:<58} mean {:>7.0} µs; measured request {:.0} µs; the rest (JSON, audit, scheduling) {:.0} µs",
+        "sum of the parts on the request's path",
+        sum,
+        request,
+        request - sum
     );
     server.running.shutdown(Duration::from_secs(2)).await;
     Ok(())

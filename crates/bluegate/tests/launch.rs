@@ -1499,6 +1499,36 @@ async fn udap_flow(s: common::TestServer) {
     )
     .await;
     assert_eq!(status, 200, "{r}");
+    // An assertion spent on a refused request (before any store write took it) cannot be used again.
+    let spent = assertion(
+        &key,
+        Some(&x5c),
+        &client_id,
+        &token_ep,
+        "spent-1",
+        json!({}),
+    );
+    let refresh_with = |a: &str, rt: &str| {
+        vec![
+            ("grant_type".to_string(), "refresh_token".to_string()),
+            ("refresh_token".to_string(), rt.to_string()),
+            ("client_assertion_type".to_string(), jwt_bearer.to_string()),
+            ("client_assertion".to_string(), a.to_string()),
+            (
+                "scope".to_string(),
+                "patient/Patient.rs not-granted".to_string(),
+            ),
+        ]
+    };
+    let rt2 = r["refresh_token"].as_str().unwrap();
+    for (expected, form) in [
+        ((400, Some("invalid_scope")), refresh_with(&spent, rt2)),
+        ((401, Some("invalid_client")), refresh_with(&spent, rt2)),
+    ] {
+        let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let (status, e, _) = token_request(&s, &form, None).await;
+        assert_eq!((status, e["error"].as_str()), expected, "{e}");
+    }
     s.stop().await;
 }
 

@@ -1,8 +1,8 @@
 //! UDAP Dynamic Client Registration: `POST {registration_endpoint}` (UDAP DCR, RFC 7591).
 //!
 //! The statement is validated by `bluegate-core` against each configured community (the first one its
-//! certificate chains to wins); this handler only applies the outcome to the store: replay check, create,
-//! update or cancel, and the audit trail.
+//! certificate chains to wins); this handler only applies the outcome to the store, in one transaction
+//! (replay check with the create, update or cancel), and writes the audit trail.
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -12,7 +12,9 @@ use bluegate_core::udap::{
     self, RegistrationError, RegistrationErrorCode, StatementInput, StatementKind,
     ValidatedStatement,
 };
-use bluegate_store::{AuditEvent, ClientRecord, ClientStatus};
+use bluegate_store::{
+    AuditEvent, JtiRecord, RegistrationChange, RegistrationOutcome, UdapRegistration,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -148,29 +150,6 @@ pub async fn register(
             return Err(reg_error(&e));
         }
     };
-    // Replay protection: a statement's jti is accepted once per issuer until it expires (UJ-3).
-    let exp = OffsetDateTime::from_unix_timestamp(validated.exp).unwrap_or(now);
-    if !state
-        .store
-        .remember_jti(&validated.iss, &validated.jti, exp, now)
-        .await?
-    {
-        let e = bad(
-            RegistrationErrorCode::InvalidSoftwareStatement,
-            "this software statement's jti was already used; sign a new statement",
-        );
-        audit(
-            &state,
-            now,
-            "client.registration_refused",
-            "failure",
-            None,
-            remote,
-            json!({"iss": validated.iss, "description": e.description}),
-        )
-        .await;
-        return Err(reg_error(&e));
-    }
     apply(&state, validated, now, remote).await
 }
 
@@ -206,38 +185,52 @@ fn validate(
     }))
 }
 
+/// Applies a validated statement in one store transaction: the statement's `jti` (replay protection: a
+/// statement is accepted once per issuer until it expires, UJ-3) with the create, update or cancel.
 async fn apply(
     state: &SharedState,
     v: ValidatedStatement,
     now: OffsetDateTime,
     remote: Option<String>,
 ) -> Result<Response, ApiError> {
-    let existing = state.store.find_client_by_iss(&v.community, &v.iss).await?;
+    let statement_jti = JtiRecord {
+        issuer: v.iss.clone(),
+        jti: v.jti.clone(),
+        expires_at: OffsetDateTime::from_unix_timestamp(v.exp).unwrap_or(now),
+    };
+    let mut registration = UdapRegistration {
+        statement_jti: &statement_jti,
+        community: &v.community,
+        iss: &v.iss,
+        change: RegistrationChange::Cancel,
+    };
     let meta = match &v.kind {
         StatementKind::Cancel => {
-            let Some(client) = existing else {
-                let e = bad(
-                    RegistrationErrorCode::InvalidClientMetadata,
-                    "grant_types is empty but no client is registered for this iss in this community",
-                );
-                return Err(reg_error(&e));
+            let client_id = match state.store.register_udap_client(&registration, now).await? {
+                RegistrationOutcome::Cancelled { client_id } => client_id,
+                RegistrationOutcome::StatementReplayed => {
+                    return Err(refuse_replay(state, now, remote, &v.iss).await)
+                }
+                _ => {
+                    let e = bad(
+                        RegistrationErrorCode::InvalidClientMetadata,
+                        "grant_types is empty but no client is registered for this iss in this community",
+                    );
+                    return Err(reg_error(&e));
+                }
             };
-            state
-                .store
-                .set_client_status(&client.client_id, ClientStatus::Cancelled, now)
-                .await?;
             audit(
                 state,
                 now,
                 "client.cancelled",
                 "success",
-                Some(client.client_id.clone()),
+                Some(client_id.clone()),
                 remote,
                 json!({"iss": v.iss, "community": v.community}),
             )
             .await;
             let body = json!({
-                "client_id": client.client_id,
+                "client_id": client_id,
                 "software_statement": v.raw_statement,
                 "grant_types": [],
             });
@@ -263,49 +256,30 @@ async fn apply(
         None
     };
     let secret_hash = secret.as_deref().map(secrets::hash_client_secret);
-    let (status, client_id, event) = match existing {
-        Some(mut client) => {
-            client.metadata = metadata.clone();
-            client.status = ClientStatus::Active;
-            client.secret_hash = secret_hash;
-            client.updated_at = now;
-            state.store.update_client(&client).await?;
-            (StatusCode::OK, client.client_id, "client.updated")
-        }
-        None => {
-            let record = ClientRecord {
-                client_id: crate::random::token(16),
-                status: ClientStatus::Active,
-                community: Some(v.community.clone()),
-                iss: Some(v.iss.clone()),
-                secret_hash,
-                metadata: metadata.clone(),
-                is_resource_server: false,
-                created_at: now,
-                updated_at: now,
-            };
-            match state.store.insert_client(&record).await {
-                Ok(()) => (StatusCode::CREATED, record.client_id, "client.registered"),
-                // Two registrations of the same iss raced; the other one won. Update it instead.
-                Err(bluegate_store::StoreError::Conflict(_)) => {
-                    let Some(mut client) =
-                        state.store.find_client_by_iss(&v.community, &v.iss).await?
-                    else {
-                        return Err(ApiError::internal(
-                            crate::error::Wire::OAuth,
-                            &"client vanished during registration",
-                        ));
-                    };
-                    client.metadata = metadata.clone();
-                    client.secret_hash = record.secret_hash;
-                    client.updated_at = now;
-                    state.store.update_client(&client).await?;
-                    (StatusCode::OK, client.client_id, "client.updated")
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+    let new_client_id = crate::random::token(16);
+    registration.change = RegistrationChange::Upsert {
+        new_client_id: &new_client_id,
+        secret_hash: secret_hash.as_deref(),
+        metadata: &metadata,
     };
+    let (status, client_id, event) =
+        match state.store.register_udap_client(&registration, now).await? {
+            RegistrationOutcome::Created { client_id } => {
+                (StatusCode::CREATED, client_id, "client.registered")
+            }
+            RegistrationOutcome::Updated { client_id } => {
+                (StatusCode::OK, client_id, "client.updated")
+            }
+            RegistrationOutcome::StatementReplayed => {
+                return Err(refuse_replay(state, now, remote, &v.iss).await)
+            }
+            RegistrationOutcome::Cancelled { .. } | RegistrationOutcome::NotRegistered => {
+                return Err(ApiError::internal(
+                    crate::error::Wire::OAuth,
+                    &"the store answered a registration as a cancellation",
+                ))
+            }
+        };
     audit(state, now, event, "success", Some(client_id.clone()), remote, json!({"iss": v.iss, "community": v.community, "auth_method": meta.token_endpoint_auth_method})).await;
     if let Value::Object(m) = &mut metadata {
         m.remove("cert_fingerprint");
@@ -318,6 +292,30 @@ async fn apply(
         m.retain(|_, v| !v.is_null());
     }
     Ok(respond(status, &metadata))
+}
+
+/// The answer to a statement whose `jti` was used before (audited).
+async fn refuse_replay(
+    state: &SharedState,
+    now: OffsetDateTime,
+    remote: Option<String>,
+    iss: &str,
+) -> ApiError {
+    let e = bad(
+        RegistrationErrorCode::InvalidSoftwareStatement,
+        "this software statement's jti was already used; sign a new statement",
+    );
+    audit(
+        state,
+        now,
+        "client.registration_refused",
+        "failure",
+        None,
+        remote,
+        json!({"iss": iss, "description": e.description}),
+    )
+    .await;
+    reg_error(&e)
 }
 
 fn hex_fingerprint(fp: &[u8]) -> String {

@@ -11,12 +11,15 @@ use bluegate_core::jose::Alg;
 use bluegate_core::scopes::{self, GrantContext};
 use bluegate_core::tokens::{self, AccessClaims};
 use bluegate_core::{secrets, udap};
-use bluegate_store::{CodeRedemption, GrantRecord, RefreshRotation, RefreshTokenRecord};
+use bluegate_store::{
+    CodeAction, CodeExchange, CodeExchangeOutcome, CodeInfo, CodeRecord, GrantRecord,
+    RefreshRotation, RefreshTokenInfo, RefreshTokenRecord,
+};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use crate::app::{AppState, SharedState};
-use crate::client_auth::{self, Authenticated};
+use crate::client_auth::{self, Authenticated, PendingJti};
 use crate::error::{ApiError, Wire};
 use crate::routes::authorize::{audit, first, pairs, server_policy};
 
@@ -76,7 +79,69 @@ pub async fn token(
             )
         });
     }
-    let auth = client_auth::authenticate(&state, &headers, &form, &state.endpoints.token).await?;
+    // The grant's first read runs beside client authentication; it is only used once that succeeds.
+    let (auth, lookup) = tokio::join!(
+        client_auth::authenticate_deferred(&state, &headers, &form, &state.endpoints.token),
+        lookup(&state, &grant_type, &form),
+    );
+    let (auth, mut jti) = auth?;
+    // A failed lookup is simply done again (and its error reported) by the grant.
+    let lookup = lookup.unwrap_or(Lookup::Nothing);
+    // Each grant below makes one store write, which also records the client assertion's jti.
+    let result = grant(&state, &auth, &mut jti, &grant_type, lookup, &form, peer).await;
+    // A request refused before its write still spends the assertion (and a replay is told as such).
+    jti.settle(&state).await?;
+    result
+}
+
+/// What a grant reads first: the code or the refresh token, with its grant.
+enum Lookup {
+    Code(Option<CodeInfo>),
+    RefreshToken(Option<RefreshTokenInfo>),
+    Nothing,
+}
+
+fn code_param(form: &[(String, String)]) -> Option<&str> {
+    first(form, "code").filter(|c| !c.is_empty() && c.len() <= 512)
+}
+
+fn refresh_token_param(form: &[(String, String)]) -> Option<&str> {
+    first(form, "refresh_token").filter(|t| !t.is_empty() && t.len() <= 512)
+}
+
+/// Reads (never writes) what the grant will need first, so that it can run beside client authentication.
+async fn lookup(
+    state: &AppState,
+    grant_type: &str,
+    form: &[(String, String)],
+) -> Result<Lookup, bluegate_store::StoreError> {
+    Ok(match grant_type {
+        "authorization_code" => match code_param(form) {
+            Some(c) => Lookup::Code(state.store.find_code(&secrets::token_hash(c)).await?),
+            None => Lookup::Nothing,
+        },
+        "refresh_token" => match refresh_token_param(form) {
+            Some(t) => Lookup::RefreshToken(
+                state
+                    .store
+                    .find_refresh_token(&secrets::token_hash(t))
+                    .await?,
+            ),
+            None => Lookup::Nothing,
+        },
+        _ => Lookup::Nothing,
+    })
+}
+
+async fn grant(
+    state: &AppState,
+    auth: &Authenticated,
+    jti: &mut PendingJti,
+    grant_type: &str,
+    lookup: Lookup,
+    form: &[(String, String)],
+    peer: SocketAddr,
+) -> Result<Response, ApiError> {
     let granted_types: Vec<&str> = auth
         .client
         .metadata
@@ -85,7 +150,7 @@ pub async fn token(
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
     // A refresh token is usable by any client registered for the authorization code grant.
-    let allowed = granted_types.contains(&grant_type.as_str())
+    let allowed = granted_types.contains(&grant_type)
         || (grant_type == "refresh_token" && granted_types.contains(&"authorization_code"));
     if !allowed {
         return Err(oauth(
@@ -93,36 +158,103 @@ pub async fn token(
             "this client is not registered for that grant type",
         ));
     }
-    match grant_type.as_str() {
-        "authorization_code" => authorization_code(&state, &auth, &form, peer).await,
-        "refresh_token" => refresh(&state, &auth, &form, peer).await,
-        _ => client_credentials(&state, &auth, &form, peer).await,
+    match grant_type {
+        "authorization_code" => authorization_code(state, auth, jti, lookup, form, peer).await,
+        "refresh_token" => refresh(state, auth, jti, lookup, form, peer).await,
+        _ => client_credentials(state, auth, jti, form, peer).await,
+    }
+}
+
+/// Does the token request match what the code was issued for (redirect URI, PKCE)?
+fn check_code_request(
+    code: &CodeRecord,
+    redirect_uri: &str,
+    code_verifier: Option<&str>,
+) -> Result<(), ApiError> {
+    let s = |k: &str| code.payload.get(k).and_then(Value::as_str);
+    if s("redirect_uri") != Some(redirect_uri) {
+        return Err(oauth(
+            "invalid_grant",
+            "redirect_uri does not match the authorization request",
+        ));
+    }
+    match (s("code_challenge"), code_verifier) {
+        (Some(challenge), Some(verifier)) if verify_pkce(verifier, challenge) => Ok(()),
+        (Some(_), Some(_)) => Err(oauth(
+            "invalid_grant",
+            "code_verifier does not match the code_challenge",
+        )),
+        (Some(_), None) => Err(oauth("invalid_request", "code_verifier is required")),
+        (None, Some(_)) => Err(oauth(
+            "invalid_request",
+            "code_verifier sent but no code_challenge was",
+        )),
+        (None, None) => Ok(()),
     }
 }
 
 async fn authorization_code(
     state: &AppState,
     auth: &Authenticated,
+    jti: &mut PendingJti,
+    lookup: Lookup,
     form: &[(String, String)],
     peer: SocketAddr,
 ) -> Result<Response, ApiError> {
     let now = OffsetDateTime::now_utc();
-    let code = first(form, "code")
-        .filter(|c| !c.is_empty() && c.len() <= 512)
-        .ok_or_else(|| oauth("invalid_request", "code is required"))?;
+    let code = code_param(form).ok_or_else(|| oauth("invalid_request", "code is required"))?;
     let redirect_uri = first(form, "redirect_uri")
         .ok_or_else(|| oauth("invalid_request", "redirect_uri is required"))?;
     let client_id = &auth.client.client_id;
-    let record = match state
+    let code_hash = secrets::token_hash(code);
+    // Check the request against the code (a read), then spend the code and store what is issued in one
+    // transaction. The code and its grant's scope cannot change in between; the transaction re-checks
+    // everything that can (spent, expired, grant revoked).
+    let info = match lookup {
+        Lookup::Code(info) => info,
+        _ => state.store.find_code(&code_hash).await?,
+    };
+    let mut refusal = None;
+    let mut refresh = None;
+    if let Some(info) = info.as_ref().filter(|i| i.code.client_id == *client_id) {
+        match check_code_request(&info.code, redirect_uri, first(form, "code_verifier")) {
+            Ok(()) => {
+                refresh = info
+                    .grant
+                    .as_ref()
+                    .and_then(|g| new_refresh_token(state, &g.scope, &g.id, now));
+            }
+            Err(e) => refusal = Some(e),
+        }
+    }
+    let action = if refusal.is_some() {
+        CodeAction::Refuse
+    } else {
+        CodeAction::Issue {
+            refresh_token: refresh.as_ref().map(|(_, record)| record),
+        }
+    };
+    let assertion_jti = jti.take();
+    let outcome = state
         .store
-        .redeem_code(&secrets::token_hash(code), now)
-        .await?
-    {
-        CodeRedemption::Redeemed(r) => r,
-        CodeRedemption::AlreadyUsed { grant_id } => {
-            // A replayed code: whatever the first redemption issued is revoked (RFC 6749 §4.1.2).
-            if let Some(g) = &grant_id {
-                state.store.revoke_grant(g, now).await?;
+        .exchange_code(
+            &CodeExchange {
+                code_hash: &code_hash,
+                client_id,
+                assertion_jti: assertion_jti.as_ref(),
+                action,
+            },
+            now,
+        )
+        .await?;
+    let (record, grant) = match outcome {
+        CodeExchangeOutcome::Issued { code, grant } => (code, grant),
+        CodeExchangeOutcome::AssertionReplayed => {
+            return Err(client_auth::replayed(state, client_id).await)
+        }
+        CodeExchangeOutcome::AlreadyUsed { grant_id } => {
+            // A replayed code: whatever the first redemption issued is now revoked.
+            if grant_id.is_some() {
                 state.revocations.mark_stale();
             }
             audit(
@@ -141,59 +273,36 @@ async fn authorization_code(
                 "the authorization code was already used",
             ));
         }
-        CodeRedemption::Expired => {
-            return Err(oauth("invalid_grant", "the authorization code has expired"))
-        }
-        CodeRedemption::NotFound => {
-            return Err(oauth("invalid_grant", "unknown authorization code"))
-        }
-    };
-    let p = &record.payload;
-    let s = |k: &str| p.get(k).and_then(Value::as_str);
-    if record.client_id != *client_id {
-        if let Some(g) = &record.grant_id {
-            state.store.revoke_grant(g, now).await?;
-            state.revocations.mark_stale();
-        }
-        return Err(oauth(
-            "invalid_grant",
-            "the authorization code was issued to another client",
-        ));
-    }
-    if s("redirect_uri") != Some(redirect_uri) {
-        return Err(oauth(
-            "invalid_grant",
-            "redirect_uri does not match the authorization request",
-        ));
-    }
-    match (s("code_challenge"), first(form, "code_verifier")) {
-        (Some(challenge), Some(verifier)) if verify_pkce(verifier, challenge) => {}
-        (Some(_), Some(_)) => {
+        CodeExchangeOutcome::WrongClient { grant_id } => {
+            if grant_id.is_some() {
+                state.revocations.mark_stale();
+            }
             return Err(oauth(
                 "invalid_grant",
-                "code_verifier does not match the code_challenge",
-            ))
+                "the authorization code was issued to another client",
+            ));
         }
-        (Some(_), None) => return Err(oauth("invalid_request", "code_verifier is required")),
-        (None, Some(_)) => {
-            return Err(oauth(
-                "invalid_request",
-                "code_verifier sent but no code_challenge was",
-            ))
+        CodeExchangeOutcome::Refused => {
+            return Err(refusal.unwrap_or_else(|| {
+                oauth(
+                    "invalid_grant",
+                    "the authorization code does not match this request",
+                )
+            }))
         }
-        (None, None) => {}
-    }
-    let grant_id = record
-        .grant_id
-        .clone()
-        .ok_or_else(|| oauth("invalid_grant", "the code has no grant"))?;
-    let grant = state
-        .store
-        .get_grant(&grant_id)
-        .await?
-        .filter(|g| g.revoked_at.is_none())
-        .ok_or_else(|| oauth("invalid_grant", "the authorization was revoked"))?;
-    let body = issue(state, &grant, s("nonce"), true, now).await?;
+        CodeExchangeOutcome::Expired => {
+            return Err(oauth("invalid_grant", "the authorization code has expired"))
+        }
+        CodeExchangeOutcome::NotFound => {
+            return Err(oauth("invalid_grant", "unknown authorization code"))
+        }
+        CodeExchangeOutcome::GrantInactive => {
+            return Err(oauth("invalid_grant", "the authorization was revoked"))
+        }
+    };
+    let nonce = record.payload.get("nonce").and_then(Value::as_str);
+    let refresh_token = refresh.as_ref().map(|(token, _)| token.as_str());
+    let body = token_body(state, &grant, &grant.scope, nonce, true, refresh_token, now)?;
     audit(
         state,
         "token.issued",
@@ -208,26 +317,39 @@ async fn authorization_code(
     Ok(token_response(body))
 }
 
-/// Access token (+ id_token, + refresh token) for a grant.
-async fn issue(
+/// A new refresh token (the secret and its record) if the granted scope asks for one.
+fn new_refresh_token(
     state: &AppState,
-    grant: &GrantRecord,
-    nonce: Option<&str>,
-    with_id_token: bool,
+    scope: &str,
+    grant_id: &str,
     now: OffsetDateTime,
-) -> Result<Value, ApiError> {
-    issue_scoped(state, grant, &grant.scope, nonce, with_id_token, now, true).await
+) -> Option<(String, RefreshTokenRecord)> {
+    let wanted = scope
+        .split_whitespace()
+        .any(|s| s == "offline_access" || s == "online_access");
+    if !wanted {
+        return None;
+    }
+    let token = crate::random::token(32);
+    let record = RefreshTokenRecord {
+        token_hash: secrets::token_hash(&token),
+        grant_id: grant_id.to_string(),
+        expires_at: now + refresh_lifetime(state, scope),
+        created_at: now,
+    };
+    Some((token, record))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn issue_scoped(
+/// The token response for a grant: an access token for `scope`, an id_token if asked (and `openid` was
+/// granted), and the refresh token already stored by the caller's write, if any.
+fn token_body(
     state: &AppState,
     grant: &GrantRecord,
     scope: &str,
     nonce: Option<&str>,
     with_id_token: bool,
+    refresh_token: Option<&str>,
     now: OffsetDateTime,
-    new_refresh: bool,
 ) -> Result<Value, ApiError> {
     let keys = state.signing.current();
     let es = keys
@@ -285,18 +407,8 @@ async fn issue_scoped(
                 .map_err(|e| ApiError::internal(Wire::OAuth, &e))?);
         }
     }
-    if new_refresh && (has("offline_access") || has("online_access")) {
-        let refresh = crate::random::token(32);
-        state
-            .store
-            .insert_refresh_token(&RefreshTokenRecord {
-                token_hash: secrets::token_hash(&refresh),
-                grant_id: grant.id.clone(),
-                expires_at: now + refresh_lifetime(state, scope),
-                created_at: now,
-            })
-            .await?;
-        body["refresh_token"] = json!(refresh);
+    if let Some(r) = refresh_token {
+        body["refresh_token"] = json!(r);
     }
     Ok(body)
 }
@@ -313,49 +425,51 @@ fn refresh_lifetime(state: &AppState, scope: &str) -> time::Duration {
 async fn refresh(
     state: &AppState,
     auth: &Authenticated,
+    jti: &mut PendingJti,
+    lookup: Lookup,
     form: &[(String, String)],
     peer: SocketAddr,
 ) -> Result<Response, ApiError> {
     let now = OffsetDateTime::now_utc();
-    let presented = first(form, "refresh_token")
-        .filter(|t| !t.is_empty() && t.len() <= 512)
+    let presented = refresh_token_param(form)
         .ok_or_else(|| oauth("invalid_request", "refresh_token is required"))?;
     let old_hash = secrets::token_hash(presented);
-    // Check ownership before rotating, so that another client's token is refused without side effects.
-    let Some(current) = state.store.get_refresh_token(&old_hash).await? else {
-        // Unknown, revoked or already rotated: rotation below tells reuse apart and revokes the grant.
-        let placeholder = RefreshTokenRecord {
-            token_hash: secrets::token_hash(&crate::random::token(32)),
-            grant_id: String::new(),
-            expires_at: now,
-            created_at: now,
-        };
-        if let RefreshRotation::Reused { grant_id } = state
+    let info = match lookup {
+        Lookup::RefreshToken(info) => info,
+        _ => state.store.find_refresh_token(&old_hash).await?,
+    };
+    let Some(info) = info.filter(|i| i.is_active(now)) else {
+        // Unknown, expired, revoked or already rotated. The store tells a rotated token coming back (a
+        // reuse) apart, and then revokes its grant.
+        let assertion_jti = jti.take();
+        match state
             .store
-            .rotate_refresh_token(&old_hash, &placeholder, now)
+            .reject_refresh_token(&old_hash, assertion_jti.as_ref(), now)
             .await?
         {
-            state.revocations.mark_stale();
-            audit(
-                state,
-                "refresh.reuse_detected",
-                "failure",
-                Some(&auth.client.client_id),
-                None,
-                None,
-                Some(peer),
-                json!({"grant_id": grant_id}),
-            )
-            .await;
+            RefreshRotation::AssertionReplayed => {
+                return Err(client_auth::replayed(state, &auth.client.client_id).await)
+            }
+            RefreshRotation::Reused { grant_id } => {
+                state.revocations.mark_stale();
+                audit(
+                    state,
+                    "refresh.reuse_detected",
+                    "failure",
+                    Some(&auth.client.client_id),
+                    None,
+                    None,
+                    Some(peer),
+                    json!({"grant_id": grant_id}),
+                )
+                .await;
+            }
+            RefreshRotation::Rotated(_) | RefreshRotation::Invalid => {}
         }
         return Err(oauth("invalid_grant", "the refresh token is not valid"));
     };
-    let grant = state
-        .store
-        .get_grant(&current.grant_id)
-        .await?
-        .filter(|g| g.revoked_at.is_none())
-        .ok_or_else(|| oauth("invalid_grant", "the authorization was revoked"))?;
+    // Ownership and scope are checked before rotating, so that a refused request changes nothing.
+    let grant = info.grant;
     if grant.client_id != auth.client.client_id {
         return Err(oauth(
             "invalid_grant",
@@ -387,12 +501,16 @@ async fn refresh(
         expires_at: now + refresh_lifetime(state, &grant.scope),
         created_at: now,
     };
-    match state
+    let assertion_jti = jti.take();
+    let grant = match state
         .store
-        .rotate_refresh_token(&old_hash, &new_record, now)
+        .rotate_refresh_token(&old_hash, &new_record, assertion_jti.as_ref(), now)
         .await?
     {
-        RefreshRotation::Rotated(_) => {}
+        RefreshRotation::Rotated(g) => g,
+        RefreshRotation::AssertionReplayed => {
+            return Err(client_auth::replayed(state, &auth.client.client_id).await)
+        }
         RefreshRotation::Reused { grant_id } => {
             state.revocations.mark_stale();
             audit(
@@ -414,9 +532,8 @@ async fn refresh(
         RefreshRotation::Invalid => {
             return Err(oauth("invalid_grant", "the refresh token is not valid"))
         }
-    }
-    let mut body = issue_scoped(state, &grant, &scope, None, true, now, false).await?;
-    body["refresh_token"] = json!(new_token);
+    };
+    let body = token_body(state, &grant, &scope, None, true, Some(&new_token), now)?;
     audit(
         state,
         "token.refreshed",
@@ -434,6 +551,7 @@ async fn refresh(
 async fn client_credentials(
     state: &AppState,
     auth: &Authenticated,
+    jti: &mut PendingJti,
     form: &[(String, String)],
     peer: SocketAddr,
 ) -> Result<Response, ApiError> {
@@ -476,8 +594,15 @@ async fn client_credentials(
         revoked_at: None,
         data: json!({"b2b": auth.extensions.as_ref().and_then(|e| e.get("hl7-b2b"))}),
     };
-    state.store.insert_grant(&grant).await?;
-    let body = issue_scoped(state, &grant, &scope, None, false, now, false).await?;
+    let assertion_jti = jti.take();
+    if !state
+        .store
+        .insert_grant_once(&grant, assertion_jti.as_ref(), now)
+        .await?
+    {
+        return Err(client_auth::replayed(state, &auth.client.client_id).await);
+    }
+    let body = token_body(state, &grant, &scope, None, false, None, now)?;
     audit(
         state,
         "token.issued",

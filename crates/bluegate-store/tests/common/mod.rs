@@ -74,6 +74,10 @@ macro_rules! all_conformance_tests {
                 grants,
                 codes,
                 refresh_tokens,
+                code_exchange,
+                refresh_with_assertions,
+                grant_with_assertion,
+                udap_registration,
                 access_token_revocation,
                 consents,
                 login_failures,
@@ -92,6 +96,8 @@ macro_rules! all_conformance_tests {
                 concurrent_remember_jti,
                 concurrent_redeem_code,
                 concurrent_rotate_refresh_token,
+                concurrent_exchange_code,
+                concurrent_udap_registration,
                 concurrent_writers,
                 concurrent_fhir_updates,
             ],
@@ -177,6 +183,38 @@ pub fn code(hash: &str, expires: i64) -> CodeRecord {
         }),
     }
 }
+
+pub fn jti(issuer: &str, id: &str, expires: i64) -> JtiRecord {
+    JtiRecord {
+        issuer: issuer.to_owned(),
+        jti: id.to_owned(),
+        expires_at: t(expires),
+    }
+}
+
+fn code_with_grant(hash: &str, grant_id: Option<&str>, expires: i64) -> CodeRecord {
+    let mut c = code(hash, expires);
+    c.grant_id = grant_id.map(str::to_owned);
+    c
+}
+
+fn exchange<'a>(
+    hash: &'a str,
+    client_id: &'a str,
+    assertion_jti: Option<&'a JtiRecord>,
+    action: CodeAction<'a>,
+) -> CodeExchange<'a> {
+    CodeExchange {
+        code_hash: hash,
+        client_id,
+        assertion_jti,
+        action,
+    }
+}
+
+const ISSUE: CodeAction<'static> = CodeAction::Issue {
+    refresh_token: None,
+};
 
 pub fn audit(at: i64, event: &str, outcome: &str) -> AuditEvent {
     AuditEvent {
@@ -679,7 +717,7 @@ pub async fn grants(store: &dyn Store) {
     );
     assert_eq!(
         store
-            .rotate_refresh_token("r1", &refresh("r1b", "g1", 70, 2000), t(70))
+            .rotate_refresh_token("r1", &refresh("r1b", "g1", 70, 2000), None, t(70))
             .await
             .unwrap(),
         RefreshRotation::Invalid
@@ -777,7 +815,7 @@ pub async fn refresh_tokens(store: &dyn Store) {
     // Rotation: the new token belongs to the old token's grant, whatever the caller put in it.
     assert_eq!(
         store
-            .rotate_refresh_token("r1", &refresh("r2", "not-g", 10, 1010), t(10))
+            .rotate_refresh_token("r1", &refresh("r2", "not-g", 10, 1010), None, t(10))
             .await
             .unwrap(),
         RefreshRotation::Rotated(g.clone())
@@ -793,7 +831,7 @@ pub async fn refresh_tokens(store: &dyn Store) {
     );
     assert_eq!(
         store
-            .rotate_refresh_token("r2", &refresh("r3", "g", 20, 1020), t(20))
+            .rotate_refresh_token("r2", &refresh("r3", "g", 20, 1020), None, t(20))
             .await
             .unwrap(),
         RefreshRotation::Rotated(g.clone())
@@ -801,7 +839,7 @@ pub async fn refresh_tokens(store: &dyn Store) {
     // Reuse of a rotated token revokes the whole grant.
     assert_eq!(
         store
-            .rotate_refresh_token("r1", &refresh("r4", "g", 30, 1030), t(30))
+            .rotate_refresh_token("r1", &refresh("r4", "g", 30, 1030), None, t(30))
             .await
             .unwrap(),
         RefreshRotation::Reused {
@@ -824,7 +862,7 @@ pub async fn refresh_tokens(store: &dyn Store) {
     );
     assert_eq!(
         store
-            .rotate_refresh_token("r3", &refresh("r5", "g", 31, 1031), t(31))
+            .rotate_refresh_token("r3", &refresh("r5", "g", 31, 1031), None, t(31))
             .await
             .unwrap(),
         RefreshRotation::Invalid,
@@ -842,7 +880,7 @@ pub async fn refresh_tokens(store: &dyn Store) {
     );
     assert_eq!(
         store
-            .rotate_refresh_token("unknown", &refresh("r6", "g", 31, 1031), t(31))
+            .rotate_refresh_token("unknown", &refresh("r6", "g", 31, 1031), None, t(31))
             .await
             .unwrap(),
         RefreshRotation::Invalid
@@ -859,7 +897,7 @@ pub async fn refresh_tokens(store: &dyn Store) {
         .unwrap();
     assert_eq!(
         store
-            .rotate_refresh_token("e1", &refresh("e2", "h", 100, 200), t(100))
+            .rotate_refresh_token("e1", &refresh("e2", "h", 100, 200), None, t(100))
             .await
             .unwrap(),
         RefreshRotation::Invalid
@@ -887,7 +925,7 @@ pub async fn refresh_tokens(store: &dyn Store) {
         .unwrap();
     assert_eq!(
         store
-            .rotate_refresh_token("k1", &refresh("k2", "k", 50, 1050), t(50))
+            .rotate_refresh_token("k1", &refresh("k2", "k", 50, 1050), None, t(50))
             .await
             .unwrap(),
         RefreshRotation::Invalid
@@ -906,7 +944,7 @@ pub async fn refresh_tokens(store: &dyn Store) {
     assert!(store.revoke_grant("m", t(5)).await.unwrap());
     assert_eq!(
         store
-            .rotate_refresh_token("m1", &refresh("m2", "m", 6, 1006), t(6))
+            .rotate_refresh_token("m1", &refresh("m2", "m", 6, 1006), None, t(6))
             .await
             .unwrap(),
         RefreshRotation::Invalid
@@ -923,7 +961,7 @@ pub async fn refresh_tokens(store: &dyn Store) {
         .unwrap();
     assert_eq!(
         store
-            .rotate_refresh_token("n1", &refresh("n2", "n", 1, 1001), t(1))
+            .rotate_refresh_token("n1", &refresh("n2", "n", 1, 1001), None, t(1))
             .await
             .unwrap(),
         RefreshRotation::Rotated(grant("n", None, 0, None))
@@ -939,7 +977,7 @@ pub async fn refresh_tokens(store: &dyn Store) {
     assert_eq!(store.get_refresh_token("n2").await.unwrap(), None);
     assert_eq!(
         store
-            .rotate_refresh_token("n2", &refresh("n3", "n", 3, 1003), t(3))
+            .rotate_refresh_token("n2", &refresh("n3", "n", 3, 1003), None, t(3))
             .await
             .unwrap(),
         RefreshRotation::Invalid
@@ -947,6 +985,554 @@ pub async fn refresh_tokens(store: &dyn Store) {
     assert_eq!(
         store.revoke_refresh_token("unknown", t(2)).await.unwrap(),
         None
+    );
+}
+
+/// `find_code` and `exchange_code`: the token endpoint's read and its one transaction.
+pub async fn code_exchange(store: &dyn Store) {
+    let g1 = grant("g1", Some("m1"), 0, None);
+    store.insert_grant(&g1).await.unwrap();
+    let c1 = code_with_grant("c1", Some("g1"), 60);
+    store.insert_code(&c1).await.unwrap();
+    assert_eq!(
+        store.find_code("c1").await.unwrap(),
+        Some(CodeInfo {
+            code: c1.clone(),
+            consumed_at: None,
+            grant: Some(g1.clone()),
+        })
+    );
+    assert_eq!(store.find_code("nope").await.unwrap(), None);
+    store.insert_code(&code("c-nogrant", 60)).await.unwrap();
+    let info = store.find_code("c-nogrant").await.unwrap().expect("code");
+    assert_eq!((info.code.grant_id, info.grant), (None, None));
+
+    // A replayed assertion changes nothing: the code stays unspent, no refresh token is stored.
+    assert!(store
+        .remember_jti("client-1", "seen", t(300), t(0))
+        .await
+        .unwrap());
+    let seen = jti("client-1", "seen", 300);
+    let rt = refresh("rt1", "not-g1", 1, 1000);
+    let with_rt = CodeAction::Issue {
+        refresh_token: Some(&rt),
+    };
+    assert_eq!(
+        store
+            .exchange_code(&exchange("c1", "client-1", Some(&seen), with_rt), t(1))
+            .await
+            .unwrap(),
+        CodeExchangeOutcome::AssertionReplayed
+    );
+    assert_eq!(
+        store.find_code("c1").await.unwrap().unwrap().consumed_at,
+        None
+    );
+    assert_eq!(store.find_refresh_token("rt1").await.unwrap(), None);
+
+    // First use: spent, refresh token stored for the code's grant, jti recorded.
+    let j1 = jti("client-1", "j1", 300);
+    assert_eq!(
+        store
+            .exchange_code(&exchange("c1", "client-1", Some(&j1), with_rt), t(1))
+            .await
+            .unwrap(),
+        CodeExchangeOutcome::Issued {
+            code: Box::new(c1.clone()),
+            grant: Box::new(g1.clone())
+        }
+    );
+    assert_eq!(
+        store.find_code("c1").await.unwrap().unwrap().consumed_at,
+        Some(t(1))
+    );
+    assert_eq!(
+        store.get_refresh_token("rt1").await.unwrap(),
+        Some(refresh("rt1", "g1", 1, 1000))
+    );
+    assert!(
+        !store
+            .remember_jti("client-1", "j1", t(300), t(2))
+            .await
+            .unwrap(),
+        "the exchange recorded its jti"
+    );
+
+    // Second use: the grant the first one issued is revoked, with its refresh token, and logged.
+    let j2 = jti("client-1", "j2", 300);
+    assert_eq!(
+        store
+            .exchange_code(&exchange("c1", "client-1", Some(&j2), ISSUE), t(2))
+            .await
+            .unwrap(),
+        CodeExchangeOutcome::AlreadyUsed {
+            grant_id: Some("g1".into())
+        }
+    );
+    assert!(store
+        .get_grant("g1")
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_some());
+    assert_eq!(store.get_refresh_token("rt1").await.unwrap(), None);
+    assert!(store
+        .revocations_since(t(0))
+        .await
+        .unwrap()
+        .iter()
+        .any(|(_, r)| *r
+            == Revocation::Grant {
+                grant_id: "g1".into()
+            }));
+    assert!(!store
+        .remember_jti("client-1", "j2", t(300), t(3))
+        .await
+        .unwrap());
+
+    // Expired (left unspent) and unknown codes; the jti is recorded all the same.
+    store
+        .insert_code(&code_with_grant("c2", Some("g1"), 60))
+        .await
+        .unwrap();
+    let j3 = jti("client-1", "j3", 300);
+    assert_eq!(
+        store
+            .exchange_code(&exchange("c2", "client-1", Some(&j3), ISSUE), t(60))
+            .await
+            .unwrap(),
+        CodeExchangeOutcome::Expired
+    );
+    assert_eq!(
+        store.find_code("c2").await.unwrap().unwrap().consumed_at,
+        None
+    );
+    let j4 = jti("client-1", "j4", 300);
+    assert_eq!(
+        store
+            .exchange_code(&exchange("zz", "client-1", Some(&j4), ISSUE), t(1))
+            .await
+            .unwrap(),
+        CodeExchangeOutcome::NotFound
+    );
+    for j in ["j3", "j4"] {
+        assert!(!store
+            .remember_jti("client-1", j, t(300), t(4))
+            .await
+            .unwrap());
+    }
+
+    // Another client's code: spent, and its grant revoked.
+    store
+        .insert_grant(&grant("g3", None, 0, None))
+        .await
+        .unwrap();
+    store
+        .insert_code(&code_with_grant("c3", Some("g3"), 60))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .exchange_code(&exchange("c3", "client-2", None, ISSUE), t(1))
+            .await
+            .unwrap(),
+        CodeExchangeOutcome::WrongClient {
+            grant_id: Some("g3".into())
+        }
+    );
+    assert!(store
+        .get_grant("g3")
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_some());
+    assert_eq!(
+        store
+            .exchange_code(&exchange("c3", "client-1", None, ISSUE), t(2))
+            .await
+            .unwrap(),
+        CodeExchangeOutcome::AlreadyUsed {
+            grant_id: Some("g3".into())
+        }
+    );
+
+    // Refused: spent, nothing issued, the grant untouched until the code comes back.
+    store
+        .insert_grant(&grant("g4", None, 0, None))
+        .await
+        .unwrap();
+    store
+        .insert_code(&code_with_grant("c4", Some("g4"), 60))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .exchange_code(&exchange("c4", "client-1", None, CodeAction::Refuse), t(1))
+            .await
+            .unwrap(),
+        CodeExchangeOutcome::Refused
+    );
+    assert!(store
+        .find_code("c4")
+        .await
+        .unwrap()
+        .unwrap()
+        .consumed_at
+        .is_some());
+    assert!(store
+        .get_grant("g4")
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_none());
+    assert_eq!(
+        store
+            .exchange_code(&exchange("c4", "client-1", None, ISSUE), t(2))
+            .await
+            .unwrap(),
+        CodeExchangeOutcome::AlreadyUsed {
+            grant_id: Some("g4".into())
+        }
+    );
+    assert!(store
+        .get_grant("g4")
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_some());
+
+    // A revoked, expired or missing grant: the code is spent, no refresh token stored.
+    let g5 = grant("g5", None, 0, None);
+    store.insert_grant(&g5).await.unwrap();
+    assert!(store.revoke_grant("g5", t(0)).await.unwrap());
+    store
+        .insert_grant(&grant("g6", None, 0, Some(5)))
+        .await
+        .unwrap();
+    for (c, g) in [("c5", Some("g5")), ("c6", Some("g6")), ("c7", None)] {
+        store.insert_code(&code_with_grant(c, g, 60)).await.unwrap();
+        let rt = refresh(&format!("rt-{c}"), "g5", 10, 1000);
+        let action = CodeAction::Issue {
+            refresh_token: Some(&rt),
+        };
+        assert_eq!(
+            store
+                .exchange_code(&exchange(c, "client-1", None, action), t(10))
+                .await
+                .unwrap(),
+            CodeExchangeOutcome::GrantInactive,
+            "{c}"
+        );
+        assert!(store
+            .find_code(c)
+            .await
+            .unwrap()
+            .unwrap()
+            .consumed_at
+            .is_some());
+        assert_eq!(
+            store.find_refresh_token(&rt.token_hash).await.unwrap(),
+            None
+        );
+    }
+}
+
+/// `find_refresh_token`, `rotate_refresh_token` with an assertion jti, and `reject_refresh_token`.
+pub async fn refresh_with_assertions(store: &dyn Store) {
+    let g = grant("g", Some("m1"), 0, None);
+    store.insert_grant(&g).await.unwrap();
+    store
+        .insert_refresh_token(&refresh("r1", "g", 0, 1000))
+        .await
+        .unwrap();
+    let info = store.find_refresh_token("r1").await.unwrap().expect("r1");
+    assert_eq!(
+        info,
+        RefreshTokenInfo {
+            token: refresh("r1", "g", 0, 1000),
+            rotated_at: None,
+            revoked_at: None,
+            grant: g.clone(),
+        }
+    );
+    assert!(info.is_active(t(999)));
+    assert!(!info.is_active(t(1000)), "expired");
+    assert_eq!(store.find_refresh_token("nope").await.unwrap(), None);
+
+    // A replayed assertion changes nothing.
+    assert!(store
+        .remember_jti("client-1", "seen", t(300), t(0))
+        .await
+        .unwrap());
+    let seen = jti("client-1", "seen", 300);
+    assert_eq!(
+        store
+            .rotate_refresh_token("r1", &refresh("r2", "g", 10, 1010), Some(&seen), t(10))
+            .await
+            .unwrap(),
+        RefreshRotation::AssertionReplayed
+    );
+    assert!(store.get_refresh_token("r1").await.unwrap().is_some());
+    assert_eq!(store.find_refresh_token("r2").await.unwrap(), None);
+
+    let j1 = jti("client-1", "j1", 300);
+    assert_eq!(
+        store
+            .rotate_refresh_token("r1", &refresh("r2", "g", 10, 1010), Some(&j1), t(10))
+            .await
+            .unwrap(),
+        RefreshRotation::Rotated(g.clone())
+    );
+    assert!(!store
+        .remember_jti("client-1", "j1", t(300), t(11))
+        .await
+        .unwrap());
+    let old = store.find_refresh_token("r1").await.unwrap().expect("r1");
+    assert_eq!(old.rotated_at, Some(t(10)));
+    assert!(!old.is_active(t(11)));
+    assert!(store
+        .find_refresh_token("r2")
+        .await
+        .unwrap()
+        .expect("r2")
+        .is_active(t(11)));
+
+    // Refusals: a replayed assertion still changes nothing, even for a rotated token...
+    assert_eq!(
+        store
+            .reject_refresh_token("r1", Some(&seen), t(12))
+            .await
+            .unwrap(),
+        RefreshRotation::AssertionReplayed
+    );
+    assert!(store
+        .get_grant("g")
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_none());
+    // ...an active or unknown token is left alone (the jti is recorded)...
+    let j2 = jti("client-1", "j2", 300);
+    assert_eq!(
+        store
+            .reject_refresh_token("r2", Some(&j2), t(12))
+            .await
+            .unwrap(),
+        RefreshRotation::Invalid
+    );
+    assert!(store.get_refresh_token("r2").await.unwrap().is_some());
+    assert!(!store
+        .remember_jti("client-1", "j2", t(300), t(13))
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .reject_refresh_token("unknown", None, t(12))
+            .await
+            .unwrap(),
+        RefreshRotation::Invalid
+    );
+    // ...and a rotated token coming back revokes the whole grant.
+    assert_eq!(
+        store.reject_refresh_token("r1", None, t(13)).await.unwrap(),
+        RefreshRotation::Reused {
+            grant_id: "g".into()
+        }
+    );
+    assert!(store
+        .get_grant("g")
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_some());
+    assert_eq!(store.get_refresh_token("r2").await.unwrap(), None);
+    let r2 = store.find_refresh_token("r2").await.unwrap().expect("r2");
+    assert!(r2.revoked_at.is_some() && !r2.is_active(t(14)));
+}
+
+/// `insert_grant_once`: the client_credentials grant and its assertion's jti together.
+pub async fn grant_with_assertion(store: &dyn Store) {
+    let j = jti("client-1", "j", 300);
+    let g1 = grant("g1", None, 0, Some(3600));
+    assert!(store.insert_grant_once(&g1, Some(&j), t(0)).await.unwrap());
+    assert_eq!(store.get_grant("g1").await.unwrap(), Some(g1));
+    assert!(
+        !store
+            .insert_grant_once(&grant("g2", None, 0, None), Some(&j), t(1))
+            .await
+            .unwrap(),
+        "replayed jti"
+    );
+    assert_eq!(store.get_grant("g2").await.unwrap(), None);
+    assert!(store
+        .insert_grant_once(&grant("g2", None, 0, None), None, t(1))
+        .await
+        .unwrap());
+    let j2 = jti("client-1", "j2", 300);
+    assert_conflict(
+        store
+            .insert_grant_once(&grant("g2", None, 0, None), Some(&j2), t(1))
+            .await,
+        "duplicate grant id",
+    );
+    assert!(
+        store
+            .remember_jti("client-1", "j2", t(300), t(2))
+            .await
+            .unwrap(),
+        "a failed insert does not record its jti"
+    );
+}
+
+/// `register_udap_client`: the statement's jti with the create, update or cancel.
+pub async fn udap_registration(store: &dyn Store) {
+    let (comm, iss) = ("urn:comm", "https://app.example/");
+    let meta = json!({"client_name": "App", "redirect_uris": ["https://app.example/cb"]});
+    let j1 = jti(iss, "s1", 300);
+    let upsert = |id, secret, meta| RegistrationChange::Upsert {
+        new_client_id: id,
+        secret_hash: secret,
+        metadata: meta,
+    };
+    let reg = |j, change| UdapRegistration {
+        statement_jti: j,
+        community: comm,
+        iss,
+        change,
+    };
+    assert_eq!(
+        store
+            .register_udap_client(&reg(&j1, upsert("c-new", Some("hash-1"), &meta)), t(0))
+            .await
+            .unwrap(),
+        RegistrationOutcome::Created {
+            client_id: "c-new".into()
+        }
+    );
+    let created = store.get_client("c-new").await.unwrap().expect("created");
+    assert_eq!(
+        created,
+        ClientRecord {
+            client_id: "c-new".into(),
+            status: ClientStatus::Active,
+            community: Some(comm.into()),
+            iss: Some(iss.into()),
+            secret_hash: Some("hash-1".into()),
+            metadata: meta.clone(),
+            is_resource_server: false,
+            created_at: t(0),
+            updated_at: t(0),
+        }
+    );
+    // The same statement again changes nothing.
+    let meta2 = json!({"client_name": "App 2"});
+    assert_eq!(
+        store
+            .register_udap_client(&reg(&j1, upsert("c-x", None, &meta2)), t(5))
+            .await
+            .unwrap(),
+        RegistrationOutcome::StatementReplayed
+    );
+    assert_eq!(
+        store.get_client("c-new").await.unwrap(),
+        Some(created.clone())
+    );
+    assert_eq!(store.get_client("c-x").await.unwrap(), None);
+
+    // A new statement for the same (community, iss) updates that client, keeping id and creation time.
+    let j_s2 = jti(iss, "s2", 300);
+    assert_eq!(
+        store
+            .register_udap_client(&reg(&j_s2, upsert("c-x", None, &meta2)), t(10))
+            .await
+            .unwrap(),
+        RegistrationOutcome::Updated {
+            client_id: "c-new".into()
+        }
+    );
+    assert_eq!(store.get_client("c-x").await.unwrap(), None);
+    let updated = store.get_client("c-new").await.unwrap().expect("c-new");
+    assert_eq!(
+        (
+            updated.metadata,
+            updated.secret_hash,
+            updated.created_at,
+            updated.updated_at
+        ),
+        (meta2.clone(), None, t(0), t(10))
+    );
+
+    // Cancel, then register again: active once more.
+    let j_s3 = jti(iss, "s3", 300);
+    assert_eq!(
+        store
+            .register_udap_client(&reg(&j_s3, RegistrationChange::Cancel), t(20))
+            .await
+            .unwrap(),
+        RegistrationOutcome::Cancelled {
+            client_id: "c-new".into()
+        }
+    );
+    let cancelled = store.get_client("c-new").await.unwrap().unwrap();
+    assert_eq!(
+        (cancelled.status, cancelled.updated_at),
+        (ClientStatus::Cancelled, t(20))
+    );
+    let j_s4 = jti(iss, "s4", 300);
+    assert_eq!(
+        store
+            .register_udap_client(&reg(&j_s4, upsert("c-y", None, &meta)), t(30))
+            .await
+            .unwrap(),
+        RegistrationOutcome::Updated {
+            client_id: "c-new".into()
+        }
+    );
+    assert_eq!(
+        store.get_client("c-new").await.unwrap().unwrap().status,
+        ClientStatus::Active
+    );
+
+    // Cancelling what was never registered: nothing to cancel, but the statement is spent.
+    let other = UdapRegistration {
+        statement_jti: &jti("https://other.example/", "s5", 300),
+        community: comm,
+        iss: "https://other.example/",
+        change: RegistrationChange::Cancel,
+    };
+    assert_eq!(
+        store.register_udap_client(&other, t(40)).await.unwrap(),
+        RegistrationOutcome::NotRegistered
+    );
+    assert!(!store
+        .remember_jti("https://other.example/", "s5", t(300), t(41))
+        .await
+        .unwrap());
+
+    // The same iss in another community is another client; out-of-band clients are not touched.
+    store.insert_client(&client("oob", None, 0)).await.unwrap();
+    let elsewhere = UdapRegistration {
+        statement_jti: &jti(iss, "s6", 300),
+        community: "urn:other-comm",
+        iss,
+        change: upsert("c-z", None, &meta),
+    };
+    assert_eq!(
+        store.register_udap_client(&elsewhere, t(50)).await.unwrap(),
+        RegistrationOutcome::Created {
+            client_id: "c-z".into()
+        }
+    );
+    assert_eq!(store.list_clients().await.unwrap().len(), 3);
+    assert_eq!(
+        store.get_client("oob").await.unwrap(),
+        Some(client("oob", None, 0))
     );
 }
 
@@ -1252,7 +1838,7 @@ pub async fn concurrent_rotate_refresh_token(store: Arc<dyn Store>) {
         .await
         .unwrap();
     let results = race(&store, 6, |s, i| async move {
-        s.rotate_refresh_token("r0", &refresh(&format!("r1-{i}"), "g", 1, 1001), t(1))
+        s.rotate_refresh_token("r0", &refresh(&format!("r1-{i}"), "g", 1, 1001), None, t(1))
             .await
             .expect("rotate")
     })
@@ -1265,7 +1851,7 @@ pub async fn concurrent_rotate_refresh_token(store: Arc<dyn Store>) {
     assert!(results.iter().all(|r| match r {
         RefreshRotation::Rotated(g) => g.id == "g",
         RefreshRotation::Reused { grant_id } => grant_id == "g",
-        RefreshRotation::Invalid => false,
+        RefreshRotation::Invalid | RefreshRotation::AssertionReplayed => false,
     }));
     assert!(
         store
@@ -1283,6 +1869,89 @@ pub async fn concurrent_rotate_refresh_token(store: Arc<dyn Store>) {
             None
         );
     }
+}
+
+/// Concurrent exchanges of one code (each with its own assertion): one is issued, the others find it
+/// used and revoke what it issued.
+pub async fn concurrent_exchange_code(store: Arc<dyn Store>) {
+    for round in 0..3 {
+        let (g, c) = (format!("g-{round}"), format!("code-{round}"));
+        store.insert_grant(&grant(&g, None, 0, None)).await.unwrap();
+        store
+            .insert_code(&code_with_grant(&c, Some(&g), 60))
+            .await
+            .unwrap();
+        let results = race(&store, 6, |s, i| {
+            let c = c.clone();
+            async move {
+                let j = jti("client-1", &format!("j-{round}-{i}"), 300);
+                let rt = refresh(&format!("rt-{round}-{i}"), "x", 1, 1000);
+                let action = CodeAction::Issue {
+                    refresh_token: Some(&rt),
+                };
+                s.exchange_code(&exchange(&c, "client-1", Some(&j), action), t(1))
+                    .await
+                    .expect("exchange_code")
+            }
+        })
+        .await;
+        let issued = results
+            .iter()
+            .filter(|r| matches!(r, CodeExchangeOutcome::Issued { .. }))
+            .count();
+        assert_eq!(issued, 1, "round {round}: {results:?}");
+        assert!(results.iter().all(|r| match r {
+            CodeExchangeOutcome::Issued { grant, .. } => grant.id == g,
+            CodeExchangeOutcome::AlreadyUsed { grant_id } => grant_id.as_deref() == Some(&g),
+            _ => false,
+        }));
+        assert!(store
+            .get_grant(&g)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some());
+    }
+}
+
+/// Concurrent registrations of one (community, iss): one client, created once.
+pub async fn concurrent_udap_registration(store: Arc<dyn Store>) {
+    let results = race(&store, 8, |s, i| async move {
+        let meta = json!({"n": i});
+        let id = format!("c-{i}");
+        let j = jti("https://app.example/", &format!("s-{i}"), 300);
+        s.register_udap_client(
+            &UdapRegistration {
+                statement_jti: &j,
+                community: "urn:comm",
+                iss: "https://app.example/",
+                change: RegistrationChange::Upsert {
+                    new_client_id: &id,
+                    secret_hash: None,
+                    metadata: &meta,
+                },
+            },
+            t(i as i64),
+        )
+        .await
+        .expect("register_udap_client")
+    })
+    .await;
+    let created: Vec<&String> = results
+        .iter()
+        .filter_map(|r| match r {
+            RegistrationOutcome::Created { client_id } => Some(client_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(created.len(), 1, "{results:?}");
+    assert!(results.iter().all(|r| match r {
+        RegistrationOutcome::Created { client_id } | RegistrationOutcome::Updated { client_id } =>
+            client_id == created[0],
+        _ => false,
+    }));
+    assert_eq!(store.list_clients().await.unwrap().len(), 1);
 }
 
 /// Many tasks writing at once must all succeed (no SQLITE_BUSY, no lost rows).
