@@ -7,18 +7,13 @@ use std::path::PathBuf;
 
 use bluegate_store::fhir::params::ResourceType;
 
-fn fixtures() -> Option<PathBuf> {
-    let p =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/carin-bb-2.0.0");
-    p.exists().then_some(p)
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/carin-bb-2.0.0")
 }
 
 #[tokio::test]
 async fn imports_ig_examples_bundles_and_ndjson() {
-    let Some(fx) = fixtures() else {
-        eprintln!("SKIPPED: CARIN BB fixtures not found beside the project");
-        return;
-    };
+    let fx = fixtures();
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
     let pki = common::make_pki(dir.path(), &format!("https://localhost:{port}/fhir"));

@@ -10,8 +10,7 @@ use super::TestServer;
 
 /// The CARIN BB 2.0.0 examples (financial and non-financial), as JSON texts.
 pub fn fixtures() -> Vec<String> {
-    let root =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/carin-bb-2.0.0");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/carin-bb-2.0.0");
     let mut out = Vec::new();
     for dir in ["examples", "examples-nonfinancial"] {
         let mut files: Vec<_> = std::fs::read_dir(root.join(dir))
