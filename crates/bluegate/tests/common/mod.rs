@@ -153,15 +153,26 @@ pub fn https_client(root_pem: &Path) -> reqwest::Client {
 
 /// Start a real server over HTTPS on a random loopback port, with SQLite (or `extra_config`'s database).
 pub async fn start_server(extra_config: &str) -> TestServer {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let port = free_port();
+    // `free_port` releases the port before the server binds it, so a test running in parallel may take it
+    // in between: start again on another port (the PKI names the port, so it is made again too).
+    let mut attempt = 0;
+    let (dir, port, pki, config_path, running) = loop {
+        attempt += 1;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let pki = make_pki(dir.path(), &format!("https://localhost:{port}/fhir"));
+        let config_path = write_config(dir.path(), port, &pki, extra_config);
+        let cfg = bluegate_server::config::load_file(&config_path, &Default::default())
+            .expect("valid test configuration");
+        match serve::start(cfg).await {
+            Ok(running) => break (dir, port, pki, config_path, running),
+            Err(bluegate_server::serve::StartError::Listen { source, .. })
+                if source.kind() == std::io::ErrorKind::AddrInUse && attempt < 5 => {}
+            Err(e) => panic!("server starts: {e:?}"),
+        }
+    };
     let public_url = format!("https://localhost:{port}");
     let fhir_base = format!("{public_url}/fhir");
-    let pki = make_pki(dir.path(), &fhir_base);
-    let config_path = write_config(dir.path(), port, &pki, extra_config);
-    let cfg = bluegate_server::config::load_file(&config_path, &Default::default())
-        .expect("valid test configuration");
-    let running = serve::start(cfg).await.expect("server starts");
     let client = https_client(&pki.path("root-ca.pem"));
     TestServer {
         running,
