@@ -770,21 +770,7 @@ macro_rules! impl_store {
             // ---- audit ----
 
             async fn append_audit(&self, e: &AuditEvent) -> Result<(), StoreError> {
-                sqlx::query(
-                    "INSERT INTO audit_log (at, event, outcome, client_id, member_id, patient, \
-                     remote_addr, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                )
-                .bind(ts(e.at))
-                .bind(&e.event)
-                .bind(&e.outcome)
-                .bind(&e.client_id)
-                .bind(&e.member_id)
-                .bind(&e.patient)
-                .bind(&e.remote_addr)
-                .bind(json_arg(&e.detail)?)
-                .execute(&self.writer)
-                .await?;
-                Ok(())
+                self.append_audit_batch(std::slice::from_ref(e)).await
             }
 
             async fn append_audit_batch(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
