@@ -551,10 +551,17 @@ async fn search_builtin(
     let included = if req.includes.is_empty() || matches.is_empty() {
         Vec::new()
     } else {
-        let sources: Vec<StoredResource> = matches.iter().map(|r| (*r).clone()).collect();
+        // The page itself unless some of it was filtered out (no copy of the page on the common path).
+        let filtered: Vec<StoredResource>;
+        let sources: &[StoredResource] = if matches.len() == page.resources.len() {
+            &page.resources
+        } else {
+            filtered = matches.iter().map(|r| (*r).clone()).collect();
+            &filtered
+        };
         let found = state
             .store
-            .include(&sources, &req.includes)
+            .include(sources, &req.includes)
             .await
             .map_err(store_error)?;
         filter_included(state, caller, found).await?
