@@ -77,6 +77,13 @@ fn json_col(row: &DbRow, name: &str) -> Result<serde_json::Value, StoreError> {
     Ok(v)
 }
 
+/// Resource texts are stored as TEXT (PostgreSQL compresses large values itself).
+const BODY: crate::fhir::BodyEncoding = crate::fhir::BodyEncoding::Text;
+
+fn body_col(row: &DbRow, name: &str) -> Result<String, StoreError> {
+    col(row, name)
+}
+
 async fn begin_write(pool: &Pool<Db>) -> Result<Transaction<'static, Db>, StoreError> {
     Ok(pool.begin().await?)
 }

@@ -176,3 +176,110 @@ async fn refresh_token_needs_an_existing_grant() {
         .await;
     assert!(matches!(r, Err(StoreError::Database(_))), "{r:?}");
 }
+
+/// SQLite keeps resource texts as zstd frames and gives back exactly what was stored; rows written as
+/// TEXT (before compression) still read, update and vread; a damaged frame is an error, not a panic.
+#[tokio::test]
+async fn fhir_texts_are_compressed_and_read_back_exactly() {
+    use bluegate_store::fhir::{prepare, BodyEncoding, FhirStore, ResourceType};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("f.db")).await.unwrap();
+    assert_eq!(store.body_encoding(), BodyEncoding::Zstd);
+    let text = "{\"resourceType\" : \"Patient\",\n \"id\":\"p1\", \"x\": 12.50, \"y\": 1e2, \"name\":[{\"family\":\"Zoë\"}]}";
+    let stored = store.put_resource(text, t(0)).await.unwrap();
+    let kind: String =
+        sqlx::query_scalar("SELECT typeof(json) FROM fhir_resources WHERE id = 'p1'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(kind, "blob");
+    let read = store
+        .read(ResourceType::Patient, "p1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.json, stored.json);
+    assert!(
+        read.json.contains("\"x\": 12.50, \"y\": 1e2"),
+        "{}",
+        read.json
+    );
+
+    // Rendered ahead (as an import does): stored with the reading time, version 1.
+    let mut p =
+        prepare(r#"{"resourceType":"Organization","id":"o1","name":"Acme"}"#.into()).unwrap();
+    p.render_ahead(t(100), store.body_encoding()).unwrap();
+    assert_eq!(store.put_prepared(vec![p], t(9_000)).await.unwrap(), 1);
+    let o1 = store
+        .read(ResourceType::Organization, "o1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(o1.version_id, 1);
+    assert_eq!(o1.last_updated, t(100));
+    let lu = bluegate_store::fhir::params::format_instant_ms(t(100).unix_timestamp() * 1000);
+    assert_eq!(
+        o1.json,
+        format!(
+            r#"{{"resourceType":"Organization","id":"o1","meta":{{"versionId":"1","lastUpdated":"{lu}"}},"name":"Acme"}}"#
+        )
+    );
+    // The same resource rendered ahead again is not new: the write renders version 2 itself.
+    let mut p =
+        prepare(r#"{"resourceType":"Organization","id":"o1","name":"Acme 2"}"#.into()).unwrap();
+    p.render_ahead(t(200), store.body_encoding()).unwrap();
+    store.put_prepared(vec![p], t(300)).await.unwrap();
+    let o1 = store
+        .read(ResourceType::Organization, "o1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((o1.version_id, o1.last_updated), (2, t(300)));
+    assert!(o1.json.contains(r#""versionId":"2""#) && o1.json.contains("Acme 2"));
+
+    // A row written as TEXT.
+    let legacy = r#"{"resourceType":"Organization","id":"old","meta":{"versionId":"1","lastUpdated":"2020-01-01T00:00:00.000Z"}}"#;
+    sqlx::query("INSERT INTO fhir_resources (resource_type, id, version_id, last_updated, json) VALUES ('Organization', 'old', 1, 1577836800000, ?)")
+        .bind(legacy)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let old = store
+        .read(ResourceType::Organization, "old")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(old.json, legacy);
+    store
+        .put_resource(
+            r#"{"resourceType":"Organization","id":"old","name":"New"}"#,
+            t(0),
+        )
+        .await
+        .unwrap();
+    let v1 = store
+        .vread(ResourceType::Organization, "old", 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(v1.json, legacy);
+    let v2 = store
+        .vread(ResourceType::Organization, "old", 2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(v2.json.contains("\"New\""));
+
+    // A damaged frame.
+    sqlx::query(
+        "UPDATE fhir_resources SET json = substr(json, 1, length(json) - 3) WHERE id = 'p1'",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    assert!(matches!(
+        store.read(ResourceType::Patient, "p1").await,
+        Err(StoreError::Corrupt(_))
+    ));
+    store.close().await;
+}

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use bluegate_server::serve;
-use bluegate_store::fhir::{prepare, PreparedResource};
+use bluegate_store::fhir::{prepare, BodyEncoding, PreparedResource};
 use bluegate_store::{Store, StoreError};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -125,6 +125,8 @@ struct Batch {
 /// batches through a bounded channel.
 struct Reader {
     batch: usize,
+    /// How the store keeps texts: each resource is rendered for it here, off the writer's path.
+    encoding: BodyEncoding,
     pending: Vec<PreparedResource>,
     first: Option<Origin>,
     last: Option<Origin>,
@@ -137,7 +139,7 @@ struct Stopped;
 
 impl Reader {
     fn push(&mut self, text: String, origin: Origin) -> anyhow::Result<Result<(), Stopped>> {
-        let prepared = match prepare(text) {
+        let mut prepared = match prepare(text) {
             Ok(p) => p,
             Err(e) => {
                 // Name the problem plainly when it is a basic one, else as the store put it.
@@ -148,6 +150,9 @@ impl Reader {
                 bail!("{}: {reason}", Names(&self.names).of(origin));
             }
         };
+        prepared
+            .render_ahead(time::OffsetDateTime::now_utc(), self.encoding)
+            .with_context(|| Names(&self.names).of(origin))?;
         self.first.get_or_insert(origin);
         self.last = Some(origin);
         self.pending.push(prepared);
@@ -250,6 +255,7 @@ pub async fn import(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(2);
     let reader = Reader {
         batch,
+        encoding: store.body_encoding(),
         pending: Vec::with_capacity(batch),
         first: None,
         last: None,

@@ -9,11 +9,13 @@ use time::OffsetDateTime;
 
 #[macro_use]
 pub(crate) mod store_impl;
+pub(crate) mod body;
 pub mod params;
 pub(crate) mod resource;
 pub(crate) mod sql;
 pub mod synthetic;
 
+pub use body::BodyEncoding;
 pub use params::{
     parse_include, parse_param, DatePrefix, IncludeSpec, ParamDef, ParamError, ParamKind,
     ParamValue, ParsedParam, ResourceType, TokenQuery,
@@ -103,6 +105,25 @@ impl PreparedResource {
     pub fn text(&self) -> &str {
         self.0.text()
     }
+
+    /// Renders the stored form of the resource's first version ahead of the write (`meta` spliced in
+    /// with version 1 and `now`, then encoded as the store keeps texts, [`FhirStore::body_encoding`]),
+    /// so an import does this CPU work on its reading thread while the database writes the previous
+    /// batch. The write uses it, with this `now` as `meta.lastUpdated`, when the resource is new; a
+    /// resource that already exists is rendered again by the write, as its next version.
+    pub fn render_ahead(
+        &mut self,
+        now: OffsetDateTime,
+        encoding: BodyEncoding,
+    ) -> Result<(), StoreError> {
+        let lu_ms = ms(now);
+        let text = self.0.render(1, &params::format_instant_ms(lu_ms));
+        self.0.ahead = Some(resource::Ahead {
+            lu_ms,
+            body: body::encode(encoding, text)?,
+        });
+        Ok(())
+    }
 }
 
 /// A resource [`prepare`] refused, with its text back.
@@ -149,6 +170,11 @@ pub trait FhirStore: Send + Sync + 'static {
         json_texts: &[String],
         now: OffsetDateTime,
     ) -> Result<Vec<StoredResource>, StoreError>;
+
+    /// How this store keeps resource texts (for [`PreparedResource::render_ahead`]).
+    fn body_encoding(&self) -> BodyEncoding {
+        BodyEncoding::Text
+    }
 
     /// [`FhirStore::put_batch`] for resources already [`prepare`]d, all or nothing in one
     /// transaction; returns the number written. The stored texts are not returned (an import has no

@@ -53,6 +53,15 @@ pub(crate) struct Prepared<'a> {
     /// The other members of the existing `meta`: name and byte range of the raw value, in order.
     meta_rest: Vec<(String, (usize, usize))>,
     pub index: IndexEntries,
+    /// The first version, rendered and encoded before the write (see `PreparedResource::render_ahead`).
+    pub ahead: Option<Ahead>,
+}
+
+/// A first version rendered ahead: its `meta.lastUpdated` (ms) and the value to store.
+#[derive(Debug)]
+pub(crate) struct Ahead {
+    pub lu_ms: i64,
+    pub body: super::sql::Bind,
 }
 
 /// What [`Prepared`] knows besides the text.
@@ -97,6 +106,7 @@ impl<'a> Prepared<'a> {
             meta_exists: p.meta_exists,
             meta_rest: p.meta_rest,
             index: p.index,
+            ahead: None,
         }
     }
 

@@ -10,7 +10,11 @@ use super::{SearchQuery, MAX_TOTAL};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Bind {
     Text(String),
+    /// A type or parameter name (no allocation per row of a bulk insert).
+    Static(&'static str),
     Int(i64),
+    /// A stored resource body in the backend's own encoding (see `encode_body`).
+    Blob(Vec<u8>),
 }
 
 /// SQL text with its binds.

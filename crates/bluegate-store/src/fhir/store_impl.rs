@@ -15,7 +15,8 @@ macro_rules! impl_fhir_store {
             use sqlx::{Database, Transaction};
             use time::OffsetDateTime;
 
-            use super::{begin_write, col, $store, Db, DbRow};
+            use super::{begin_write, body_col, col, $store, Db, DbRow, BODY};
+            use $crate::fhir::body::encode;
             use $crate::fhir::params::{format_instant_ms, reference_targets, ResourceType};
             use $crate::fhir::resource::Prepared;
             use $crate::fhir::sql::{count_sql, search_sql, Bind, Sql, RESOURCE_COLS};
@@ -32,7 +33,9 @@ macro_rules! impl_fhir_store {
                 for b in binds {
                     q = match b {
                         Bind::Text(s) => q.bind(s.as_str()),
+                        Bind::Static(s) => q.bind(*s),
                         Bind::Int(i) => q.bind(*i),
+                        Bind::Blob(b) => q.bind(b.as_slice()),
                     };
                 }
                 q
@@ -56,7 +59,7 @@ macro_rules! impl_fhir_store {
                     id: col(row, "id")?,
                     version_id: col(row, "version_id")?,
                     last_updated: from_ms(col(row, "last_updated")?)?,
-                    json: col(row, "json")?,
+                    json: body_col(row, "json")?,
                 })
             }
 
@@ -166,24 +169,31 @@ macro_rules! impl_fhir_store {
                 let last_updated = from_ms(lu_ms)?;
                 for (i, p) in chunk.iter().enumerate() {
                     let version = current.get(&(p.rt, p.id.clone())).copied().unwrap_or(0) + 1;
-                    let json = p.render(version, lu_text);
-                    if collect {
-                        out.push(StoredResource {
-                            resource_type: p.rt,
-                            id: p.id.clone(),
-                            version_id: version,
-                            last_updated,
-                            json: json.clone(),
-                        });
-                    }
+                    // A first version rendered ahead (by an import's reading thread) is used as is.
+                    let (row_ms, body) = match &p.ahead {
+                        Some(a) if version == 1 && !collect => (a.lu_ms, a.body.clone()),
+                        _ => {
+                            let json = p.render(version, lu_text);
+                            if collect {
+                                out.push(StoredResource {
+                                    resource_type: p.rt,
+                                    id: p.id.clone(),
+                                    version_id: version,
+                                    last_updated,
+                                    json: json.clone(),
+                                });
+                            }
+                            (lu_ms, encode(BODY, json)?)
+                        }
+                    };
                     sql.row(
                         i == 0,
                         &[
-                            Bind::Text(p.rt.as_str().to_owned()),
+                            Bind::Static(p.rt.as_str()),
                             Bind::Text(p.id.clone()),
                             Bind::Int(version),
-                            Bind::Int(lu_ms),
-                            Bind::Text(json),
+                            Bind::Int(row_ms),
+                            body,
                         ],
                     );
                 }
@@ -201,37 +211,50 @@ macro_rules! impl_fhir_store {
                         "resource changed concurrently; retry".into(),
                     ));
                 }
-                // Index rows.
+                // Index rows, each table's in its primary key's order (type, id, param, value), so
+                // consecutive inserts land on the same B-tree pages.
+                let mut order: Vec<&Prepared<'_>> = chunk.iter().collect();
+                order.sort_by(|a, b| (a.rt.as_str(), &a.id).cmp(&(b.rt.as_str(), &b.id)));
                 let (mut tokens, mut refs, mut dates, mut strings, mut comps) =
                     (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-                for p in chunk {
-                    let rt = || Bind::Text(p.rt.as_str().to_owned());
+                for p in order {
+                    let rt = || Bind::Static(p.rt.as_str());
                     let id = || Bind::Text(p.id.clone());
-                    for (param, system, code) in &p.index.tokens {
+                    let mut t: Vec<_> = p.index.tokens.iter().collect();
+                    t.sort();
+                    for (param, system, code) in t {
                         tokens.push(vec![
                             rt(),
                             id(),
-                            Bind::Text((*param).to_owned()),
+                            Bind::Static(param),
                             Bind::Text(system.clone()),
                             Bind::Text(code.clone()),
                         ]);
                     }
-                    for (param, target) in &p.index.references {
-                        refs.push(vec![rt(), id(), Bind::Text((*param).to_owned()), Bind::Text(target.clone())]);
+                    let mut r: Vec<_> = p.index.references.iter().collect();
+                    r.sort();
+                    for (param, target) in r {
+                        refs.push(vec![rt(), id(), Bind::Static(param), Bind::Text(target.clone())]);
                     }
-                    for (param, low, high) in &p.index.dates {
+                    let mut d: Vec<_> = p.index.dates.iter().collect();
+                    d.sort();
+                    for (param, low, high) in d {
                         dates.push(vec![
                             rt(),
                             id(),
-                            Bind::Text((*param).to_owned()),
+                            Bind::Static(param),
                             Bind::Int(*low),
                             Bind::Int(*high),
                         ]);
                     }
-                    for (param, value) in &p.index.strings {
-                        strings.push(vec![rt(), id(), Bind::Text((*param).to_owned()), Bind::Text(value.clone())]);
+                    let mut st: Vec<_> = p.index.strings.iter().collect();
+                    st.sort();
+                    for (param, value) in st {
+                        strings.push(vec![rt(), id(), Bind::Static(param), Bind::Text(value.clone())]);
                     }
-                    for patient in &p.index.patients {
+                    let mut c: Vec<_> = p.index.patients.iter().collect();
+                    c.sort();
+                    for patient in c {
                         comps.push(vec![rt(), id(), Bind::Text(patient.clone())]);
                     }
                 }
@@ -317,7 +340,7 @@ macro_rules! impl_fhir_store {
                         Prepared::parse(json_text).map_err(|e| StoreError::Invalid(e.0))?;
                     let lu_ms = ms(now);
                     let lu_text = format_instant_ms(lu_ms);
-                    let mut tx = begin_write(&self.pool).await?;
+                    let mut tx = begin_write(&self.writer).await?;
                     let mut out =
                         write_chunk(&mut tx, std::slice::from_ref(&prepared), lu_ms, &lu_text, true).await?;
                     tx.commit().await?;
@@ -343,7 +366,11 @@ macro_rules! impl_fhir_store {
                                 .map_err(|e| StoreError::Invalid(format!("resource #{i}: {}", e.0)))
                         })
                         .collect::<Result<Vec<_>, _>>()?;
-                    write_all(&self.pool, &prepared, now, true).await
+                    write_all(&self.writer, &prepared, now, true).await
+                }
+
+                fn body_encoding(&self) -> $crate::fhir::BodyEncoding {
+                    BODY
                 }
 
                 async fn put_prepared(
@@ -357,7 +384,7 @@ macro_rules! impl_fhir_store {
                         )));
                     }
                     let prepared: Vec<Prepared<'static>> = batch.into_iter().map(|p| p.0).collect();
-                    write_all(&self.pool, &prepared, now, false).await?;
+                    write_all(&self.writer, &prepared, now, false).await?;
                     Ok(prepared.len() as u64)
                 }
 
