@@ -108,6 +108,9 @@ fn json_col(row: &DbRow, name: &str) -> Result<serde_json::Value, StoreError> {
     serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("column {name}: {e}")))
 }
 
+/// Nothing to set up for a resource write transaction.
+const FHIR_WRITE_SETUP: Option<&str> = None;
+
 /// Resource texts are stored compressed (see `fhir::body`).
 const BODY: crate::fhir::BodyEncoding = crate::fhir::BodyEncoding::Zstd;
 

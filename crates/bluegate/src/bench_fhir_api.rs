@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bluegate_core::jose::Alg;
 use bluegate_core::tokens::{self, AccessClaims};
 use bluegate_store::fhir::synthetic::{Synthetic, SyntheticOptions};
-use bluegate_store::fhir::{parse_param, ResourceType, SearchQuery};
+use bluegate_store::fhir::{parse_param, prepare, PreparedResource, ResourceType, SearchQuery};
 use time::OffsetDateTime;
 
 use crate::bench::{start_bench_server, stats};
@@ -49,11 +49,15 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let mut opts = SyntheticOptions::numbered(a.members, a.seed);
     opts.eobs_per_member = a.eobs_per_member;
     let prefix = opts.id_prefix.clone();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<String>>(2);
+    // Each resource is prepared and rendered on that thread too, as `bluegate fhir import` does.
+    let encoding = store.body_encoding();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<PreparedResource>>(2);
     let gen = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let mut batch = Vec::with_capacity(BATCH);
         for r in Synthetic::new(opts)? {
-            batch.push(r.json);
+            let mut p = prepare(r.json).map_err(|e| anyhow::anyhow!("{}", e.error))?;
+            p.render_ahead(OffsetDateTime::now_utc(), encoding)?;
+            batch.push(p);
             if batch.len() == BATCH && tx.blocking_send(std::mem::take(&mut batch)).is_err() {
                 return Ok(());
             }
@@ -66,8 +70,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut stored = 0usize;
     while let Some(batch) = rx.recv().await {
-        store.put_batch(&batch, OffsetDateTime::now_utc()).await?;
         stored += batch.len();
+        store.put_prepared(batch, OffsetDateTime::now_utc()).await?;
     }
     gen.await??;
     let took = started.elapsed().as_secs_f64();

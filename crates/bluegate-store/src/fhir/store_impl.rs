@@ -15,7 +15,7 @@ macro_rules! impl_fhir_store {
             use sqlx::{Database, Transaction};
             use time::OffsetDateTime;
 
-            use super::{begin_write, body_col, col, $store, Db, DbRow, BODY};
+            use super::{begin_write, body_col, col, $store, Db, DbRow, BODY, FHIR_WRITE_SETUP};
             use $crate::fhir::body::encode;
             use $crate::fhir::params::{format_instant_ms, reference_targets, ResourceType};
             use $crate::fhir::resource::Prepared;
@@ -295,6 +295,17 @@ macro_rules! impl_fhir_store {
                 Ok(out)
             }
 
+            /// A write transaction for resources, set up as the backend needs (see `FHIR_WRITE_SETUP`).
+            async fn begin_fhir_write(
+                pool: &sqlx::Pool<Db>,
+            ) -> Result<Transaction<'static, Db>, StoreError> {
+                let mut tx = begin_write(pool).await?;
+                if let Some(setup) = FHIR_WRITE_SETUP {
+                    sqlx::query(setup).execute(&mut *tx).await?;
+                }
+                Ok(tx)
+            }
+
             /// Writes `prepared` in one transaction, in contiguous chunks of distinct (type, id) (a
             /// repeat starts a new chunk, so later versions follow earlier ones).
             async fn write_all(
@@ -318,7 +329,7 @@ macro_rules! impl_fhir_store {
                 let lu_ms = ms(now);
                 let lu_text = format_instant_ms(lu_ms);
                 let mut out = Vec::with_capacity(if collect { prepared.len() } else { 0 });
-                let mut tx = begin_write(pool).await?;
+                let mut tx = begin_fhir_write(pool).await?;
                 for range in bounds {
                     if range.is_empty() {
                         continue;
@@ -340,7 +351,7 @@ macro_rules! impl_fhir_store {
                         Prepared::parse(json_text).map_err(|e| StoreError::Invalid(e.0))?;
                     let lu_ms = ms(now);
                     let lu_text = format_instant_ms(lu_ms);
-                    let mut tx = begin_write(&self.writer).await?;
+                    let mut tx = begin_fhir_write(&self.writer).await?;
                     let mut out =
                         write_chunk(&mut tx, std::slice::from_ref(&prepared), lu_ms, &lu_text, true).await?;
                     tx.commit().await?;
