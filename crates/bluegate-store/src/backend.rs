@@ -383,10 +383,9 @@ macro_rules! impl_store {
                 }
                 return Ok(CodeExchangeOutcome::WrongClient { grant_id: code.grant_id });
             }
-            let refresh_token = match ex.action {
-                CodeAction::Refuse => return Ok(CodeExchangeOutcome::Refused),
-                CodeAction::Issue { refresh_token } => refresh_token,
-            };
+            if let CodeAction::Refuse = ex.action {
+                return Ok(CodeExchangeOutcome::Refused);
+            }
             let Some(grant_id) = code.grant_id.as_deref() else {
                 return Ok(CodeExchangeOutcome::GrantInactive);
             };
@@ -402,6 +401,18 @@ macro_rules! impl_store {
             .transpose()?
             .filter(|g| g.revoked_at.is_none() && g.expires_at.is_none_or(|e| e > now));
             let Some(grant) = grant else { return Ok(CodeExchangeOutcome::GrantInactive) };
+            let decided;
+            let refresh_token = match ex.action {
+                CodeAction::Refuse => return Ok(CodeExchangeOutcome::Refused),
+                CodeAction::Issue { refresh_token } => refresh_token,
+                CodeAction::Decide(decide) => match decide(&code, &grant) {
+                    CodeDecision::Refuse => return Ok(CodeExchangeOutcome::Refused),
+                    CodeDecision::Issue { refresh_token } => {
+                        decided = refresh_token;
+                        decided.as_ref()
+                    }
+                },
+            };
             if let Some(t) = refresh_token {
                 sqlx::query(
                     "INSERT INTO refresh_tokens (token_hash, grant_id, expires_at, created_at) \

@@ -401,8 +401,7 @@ pub async fn token(
     );
 
     // Where a UDAP request's time goes: each part measured alone, one at a time. The store parts are the
-    // handler's three round trips: client lookup, code + grant lookup (which runs beside the client's
-    // authentication), and the one write transaction.
+    // handler's round trips: the client lookup and the one write transaction (which reads the code).
     let half = half.max(1);
     let http = http_floor(
         &server.client,
@@ -422,14 +421,6 @@ pub async fn token(
         .iter()
         .map(|c| secrets::token_hash(c))
         .collect();
-    let code_read = time_each(half, |i| {
-        let hash = &hashes[i];
-        async move {
-            anyhow::ensure!(store.find_code(hash).await?.is_some(), "no code");
-            Ok(())
-        }
-    })
-    .await?;
     let write = time_each(half, |i| {
         let (hash, udap_id) = (&hashes[i], &udap_id);
         async move {
@@ -474,19 +465,11 @@ where a UDAP token request's time goes (each part alone, 1 at a time):"
     );
     part("store: client lookup (read)", &client_read, request);
     part(
-        "store: code + grant lookup (read, beside client auth)",
-        &code_read,
-        request,
-    );
-    part(
         "store: one write transaction (jti + code + grant, 1 commit)",
         &write,
         request,
     );
-    // The code lookup runs beside client authentication (client lookup + cryptography).
-    let sum = http.mean_us
-        + (crypto_udap.mean_us + client_read.mean_us).max(code_read.mean_us)
-        + write.mean_us;
+    let sum = http.mean_us + crypto_udap.mean_us + client_read.mean_us + write.mean_us;
     println!(
         "  {:<58} mean {:>7.0} µs; measured request {:.0} µs; the rest (JSON, audit, scheduling) {:.0} µs",
         "sum of the parts on the request's path",
