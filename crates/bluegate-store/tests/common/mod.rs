@@ -657,6 +657,17 @@ pub async fn audit_log(store: &dyn Store) {
         1,
         "limit applies with a prefix"
     );
+
+    // A batch larger than one INSERT statement holds is stored whole and in order.
+    let big: Vec<AuditEvent> = (0..1100)
+        .map(|i| audit(6, &format!("big.{i:04}"), "success"))
+        .collect();
+    store.append_audit_batch(&big).await.expect("big batch");
+    let stored = store.list_audit(2000, Some("big.")).await.unwrap();
+    let mut names: Vec<String> = stored.into_iter().map(|r| r.event.event).collect();
+    names.reverse();
+    let expected: Vec<String> = big.iter().map(|e| e.event.clone()).collect();
+    assert_eq!(names, expected);
 }
 
 pub async fn grants(store: &dyn Store) {
