@@ -36,6 +36,8 @@ pub struct AppState {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Revoked tokens and grants, mirrored from the store for the FHIR API's bearer check.
     pub revocations: crate::revocations::Revocations,
+    /// Client records, mirrored from the store for client authentication.
+    pub clients: crate::clients::ClientCache,
     /// Gateway mode: the upstream FHIR server; `None` serves the built-in store.
     pub gateway: Option<Arc<crate::fhir::gateway::Gateway>>,
 }

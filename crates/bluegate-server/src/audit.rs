@@ -10,8 +10,11 @@ use tokio::sync::{mpsc, oneshot};
 const QUEUE: usize = 10_000;
 /// Most events stored in one transaction.
 const BATCH: usize = 512;
-/// How long the writer waits for more events before storing a batch.
-const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
+/// How long the writer waits for more events before storing a batch. Each batch is a durable commit that,
+/// on SQLite, holds the one writer connection the requests' own writes need (an fsync: 0.2 ms or more):
+/// gathering 50 ms of events makes that a few percent of the writer's time under steady traffic rather
+/// than a commit every few requests. A crash loses what is still queued, as it always could.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(50);
 
 enum Msg {
     Event(Box<AuditEvent>),

@@ -7,6 +7,8 @@
 //! so the replay check and the issue are one transaction (one durable commit per request), and
 //! [`PendingJti::settle`] records it on any path that ended without that write.
 
+use std::sync::Arc;
+
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use base64::Engine;
 use bluegate_core::{secrets, tokens, udap};
@@ -31,7 +33,8 @@ pub enum Method {
 
 #[derive(Debug)]
 pub struct Authenticated {
-    pub client: ClientRecord,
+    /// As the store had it at most [`crate::serve::MIRROR_STALENESS`] ago (see [`crate::clients`]).
+    pub client: Arc<ClientRecord>,
     pub method: Method,
     /// UDAP assertion `extensions` (e.g. `hl7-b2b`).
     pub extensions: Option<serde_json::Map<String, Value>>,
@@ -87,11 +90,15 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, Ap
     Ok(Some((dec(id), dec(secret))))
 }
 
-async fn load_client(state: &AppState, id: &str, basic: bool) -> Result<ClientRecord, ApiError> {
+async fn load_client(
+    state: &AppState,
+    id: &str,
+    basic: bool,
+) -> Result<Arc<ClientRecord>, ApiError> {
     if id.is_empty() || id.len() > 256 {
         return Err(invalid_client(basic, "unknown client"));
     }
-    match state.store.get_client(id).await? {
+    match state.clients.get(state.store.as_ref(), id).await? {
         Some(c) if c.status == ClientStatus::Active => Ok(c),
         _ => Err(invalid_client(
             basic,

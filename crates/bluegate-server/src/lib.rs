@@ -6,6 +6,7 @@
 pub mod app;
 pub mod audit;
 pub mod client_auth;
+pub mod clients;
 pub mod communities;
 pub mod config;
 pub mod demo;

@@ -32,6 +32,12 @@ pub enum StartError {
     },
 }
 
+/// How stale this node's in-memory mirrors of the store (revocations, client records) may be: a change made
+/// on another node (or with the CLI) takes effect here within this bound.
+pub const MIRROR_STALENESS: Duration = Duration::from_secs(1);
+/// Most client records kept in memory.
+const CLIENT_CACHE_CAPACITY: usize = 10_000;
+
 /// Open the store named by the configuration: PostgreSQL when `database_url` is set, else SQLite in
 /// `data_dir`.
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
@@ -95,11 +101,9 @@ pub async fn build_state(config: Config) -> Result<SharedState, StartError> {
             })
         })?),
     };
-    let revocations = crate::revocations::Revocations::new(
-        now,
-        config.tokens.access_token,
-        Duration::from_secs(1),
-    );
+    let revocations =
+        crate::revocations::Revocations::new(now, config.tokens.access_token, MIRROR_STALENESS);
+    let clients = crate::clients::ClientCache::new(MIRROR_STALENESS, CLIENT_CACHE_CAPACITY);
     let audit = crate::audit::AuditSink::start(store.clone());
     Ok(Arc::new(AppState {
         config,
@@ -112,6 +116,7 @@ pub async fn build_state(config: Config) -> Result<SharedState, StartError> {
         audit,
         metrics: crate::telemetry::prometheus(),
         revocations,
+        clients,
         gateway,
     }))
 }

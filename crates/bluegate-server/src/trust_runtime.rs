@@ -39,7 +39,28 @@ pub struct TrustRuntime {
     pub cache: ChainCache,
     crl_mtimes: RwLock<Vec<Option<SystemTime>>>,
     fetched: Mutex<HashMap<String, Fetched>>,
+    /// The CRL distribution points of each chain seen (by a digest of its certificates), with the
+    /// anchors' and intermediates': a pure function of the certificates, so that a request presenting a
+    /// known chain does not parse its certificates again to find them.
+    chain_points: Mutex<HashMap<[u8; 32], Arc<Vec<String>>>>,
+    /// The distribution points of the anchors and configured intermediates.
+    community_points: Vec<String>,
     http: reqwest::Client,
+}
+
+/// Most chains whose distribution points are remembered (the memo starts again when full).
+const CHAIN_POINTS_CAPACITY: usize = 10_000;
+
+/// A digest of a chain's certificates (each one's length, then its bytes).
+fn chain_digest(x5c: &[Vec<u8>]) -> [u8; 32] {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for der in x5c {
+        ctx.update(&(der.len() as u64).to_be_bytes());
+        ctx.update(der);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
 }
 
 fn mtimes(paths: &[PathBuf]) -> Vec<Option<SystemTime>> {
@@ -113,6 +134,7 @@ impl TrustRuntime {
     pub fn load(source_name: &str, index: usize, c: &CommunityConfig) -> Result<Self, ConfigError> {
         let community = build(source_name, index, c, &[], true)?;
         let anchors_only = build(source_name, index, c, &[], false)?;
+        let community_points = anchors_only.crl_distribution_points();
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(
                 rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -145,6 +167,8 @@ impl TrustRuntime {
             cache: ChainCache::new(10_000),
             crl_mtimes: RwLock::new(mtimes(&c.crls)),
             fetched: Mutex::new(HashMap::new()),
+            chain_points: Mutex::new(HashMap::new()),
+            community_points,
             http,
         })
     }
@@ -204,17 +228,12 @@ impl TrustRuntime {
     }
 
     pub async fn prepare(&self, x5c: &[Vec<u8>], now: i64) {
-        let mut urls: Vec<String> = x5c
-            .iter()
-            .flat_map(|c| trust::crl_distribution_points(c))
-            .chain(self.anchors_only.crl_distribution_points())
-            .collect();
-        urls.sort();
-        urls.dedup();
+        let urls = self.distribution_points(x5c);
         let due: Vec<String> = match self.fetched.lock() {
             Ok(m) => urls
-                .into_iter()
-                .filter(|u| m.get(u).is_none_or(|f| f.refresh_at <= now))
+                .iter()
+                .filter(|u| m.get(*u).is_none_or(|f| f.refresh_at <= now))
+                .cloned()
                 .collect(),
             Err(_) => return,
         };
@@ -234,6 +253,34 @@ impl TrustRuntime {
             }
         }
         self.rebuild();
+    }
+
+    /// Every CRL distribution point that matters for `x5c` (its own and the community's), sorted, once.
+    fn distribution_points(&self, x5c: &[Vec<u8>]) -> Arc<Vec<String>> {
+        let key = chain_digest(x5c);
+        if let Some(known) = self
+            .chain_points
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).cloned())
+        {
+            return known;
+        }
+        let mut urls: Vec<String> = x5c
+            .iter()
+            .flat_map(|c| trust::crl_distribution_points(c))
+            .chain(self.community_points.iter().cloned())
+            .collect();
+        urls.sort();
+        urls.dedup();
+        let urls = Arc::new(urls);
+        if let Ok(mut m) = self.chain_points.lock() {
+            if m.len() >= CHAIN_POINTS_CAPACITY {
+                m.clear();
+            }
+            m.insert(key, urls.clone());
+        }
+        urls
     }
 
     async fn fetch(&self, url: &str, now: i64) -> Fetched {

@@ -27,6 +27,9 @@ pub(crate) fn from_opt_ts(v: Option<i64>) -> Result<Option<OffsetDateTime>, Stor
     v.map(from_ts).transpose()
 }
 
+/// Audit events stored by one INSERT statement (8 parameters each: within both backends' limits).
+pub(crate) const AUDIT_ROWS_PER_STATEMENT: usize = 512;
+
 pub(crate) fn count_u32(n: i64) -> u32 {
     u32::try_from(n.max(0)).unwrap_or(u32::MAX)
 }
@@ -74,7 +77,7 @@ macro_rules! code_cols {
 
 macro_rules! impl_store {
     ($store:ident, $backend:literal, for_update = $for_update:literal) => {
-        use $crate::backend::{count_u32, dedup_patients, from_opt_ts, from_ts, opt_ts, ts};
+        use $crate::backend::{count_u32, dedup_patients, AUDIT_ROWS_PER_STATEMENT, from_opt_ts, from_ts, opt_ts, ts};
         use $crate::model::*;
         use $crate::{Store, StoreError, LOGIN_FAILURE_WINDOW};
 
@@ -383,10 +386,9 @@ macro_rules! impl_store {
                 }
                 return Ok(CodeExchangeOutcome::WrongClient { grant_id: code.grant_id });
             }
-            let refresh_token = match ex.action {
-                CodeAction::Refuse => return Ok(CodeExchangeOutcome::Refused),
-                CodeAction::Issue { refresh_token } => refresh_token,
-            };
+            if let CodeAction::Refuse = ex.action {
+                return Ok(CodeExchangeOutcome::Refused);
+            }
             let Some(grant_id) = code.grant_id.as_deref() else {
                 return Ok(CodeExchangeOutcome::GrantInactive);
             };
@@ -402,6 +404,18 @@ macro_rules! impl_store {
             .transpose()?
             .filter(|g| g.revoked_at.is_none() && g.expires_at.is_none_or(|e| e > now));
             let Some(grant) = grant else { return Ok(CodeExchangeOutcome::GrantInactive) };
+            let decided;
+            let refresh_token = match ex.action {
+                CodeAction::Refuse => return Ok(CodeExchangeOutcome::Refused),
+                CodeAction::Issue { refresh_token } => refresh_token,
+                CodeAction::Decide(decide) => match decide(&code, &grant) {
+                    CodeDecision::Refuse => return Ok(CodeExchangeOutcome::Refused),
+                    CodeDecision::Issue { refresh_token } => {
+                        decided = refresh_token;
+                        decided.as_ref()
+                    }
+                },
+            };
             if let Some(t) = refresh_token {
                 sqlx::query(
                     "INSERT INTO refresh_tokens (token_hash, grant_id, expires_at, created_at) \
@@ -777,25 +791,41 @@ macro_rules! impl_store {
                 if events.is_empty() {
                     return Ok(());
                 }
-                // One transaction (one durable commit) for the whole batch.
-                let mut tx = begin_write(&self.writer).await?;
-                for e in events {
-                    sqlx::query(
+                // One statement per chunk (atomic on its own), one transaction (one durable commit) for
+                // the batch: a batch holds the writer for one round trip, not one per event.
+                let mut tx = None;
+                for chunk in events.chunks(AUDIT_ROWS_PER_STATEMENT) {
+                    if tx.is_none() && chunk.len() < events.len() {
+                        tx = Some(begin_write(&self.writer).await?);
+                    }
+                    let mut insert = sqlx::QueryBuilder::<Db>::new(
                         "INSERT INTO audit_log (at, event, outcome, client_id, member_id, patient, \
-                         remote_addr, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                    )
-                    .bind(ts(e.at))
-                    .bind(&e.event)
-                    .bind(&e.outcome)
-                    .bind(&e.client_id)
-                    .bind(&e.member_id)
-                    .bind(&e.patient)
-                    .bind(&e.remote_addr)
-                    .bind(json_arg(&e.detail)?)
-                    .execute(&mut *tx)
-                    .await?;
+                         remote_addr, detail) ",
+                    );
+                    let mut encoded = Vec::with_capacity(chunk.len());
+                    for e in chunk {
+                        encoded.push(json_arg(&e.detail)?);
+                    }
+                    insert.push_values(chunk.iter().zip(encoded), |mut row, (e, detail)| {
+                        row.push_bind(ts(e.at))
+                            .push_bind(&e.event)
+                            .push_bind(&e.outcome)
+                            .push_bind(&e.client_id)
+                            .push_bind(&e.member_id)
+                            .push_bind(&e.patient)
+                            .push_bind(&e.remote_addr)
+                            .push_bind(detail);
+                    });
+                    // Each batch size is its own statement text: not worth a place in the statement cache.
+                    let query = insert.build().persistent(false);
+                    match tx.as_mut() {
+                        Some(tx) => query.execute(&mut **tx).await?,
+                        None => query.execute(&self.writer).await?,
+                    };
                 }
-                tx.commit().await?;
+                if let Some(tx) = tx {
+                    tx.commit().await?;
+                }
                 Ok(())
             }
 

@@ -170,7 +170,8 @@ pub trait Store: FhirStore + Send + Sync + 'static {
     /// `NotFound`; redeemed before → revoke the grant that redemption issued, `AlreadyUsed`; expired →
     /// `Expired`; else the code is spent (exactly one caller ever gets past this point) and: issued to
     /// another client → revoke its grant, `WrongClient`; [`CodeAction::Refuse`] → `Refused`; grant
-    /// missing, revoked or expired → `GrantInactive`; else store the refresh token and `Issued`.
+    /// missing, revoked or expired → `GrantInactive`; [`CodeAction::Decide`] is asked now (its
+    /// [`CodeDecision::Refuse`] → `Refused`); else store the refresh token and `Issued`.
     async fn exchange_code(
         &self,
         exchange: &CodeExchange<'_>,

@@ -218,7 +218,7 @@ pub struct CodeExchange<'a> {
 }
 
 /// What to do with a code once it is claimed.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub enum CodeAction<'a> {
     /// The request does not match the code (redirect URI, PKCE): spend the code, issue nothing.
     Refuse,
@@ -227,6 +227,38 @@ pub enum CodeAction<'a> {
     Issue {
         refresh_token: Option<&'a RefreshTokenRecord>,
     },
+    /// Ask the caller, inside the transaction, once the code is claimed for this client and its grant
+    /// is known to be active: the token endpoint checks the request against the code there, so that it
+    /// needs no read of its own before the write (one store round trip per request).
+    Decide(&'a CodeDecider<'a>),
+}
+
+/// The caller's decision about a claimed code and its active grant (see [`CodeAction::Decide`]). It runs
+/// inside the store's transaction: it must be quick and must not touch the store.
+pub type CodeDecider<'a> = dyn Fn(&CodeRecord, &GrantRecord) -> CodeDecision + Send + Sync + 'a;
+
+/// What a [`CodeDecider`] answers.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CodeDecision {
+    /// As [`CodeAction::Refuse`].
+    Refuse,
+    /// As [`CodeAction::Issue`].
+    Issue {
+        refresh_token: Option<RefreshTokenRecord>,
+    },
+}
+
+impl std::fmt::Debug for CodeAction<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CodeAction::Refuse => f.write_str("Refuse"),
+            CodeAction::Issue { refresh_token } => f
+                .debug_struct("Issue")
+                .field("refresh_token", refresh_token)
+                .finish(),
+            CodeAction::Decide(_) => f.write_str("Decide(..)"),
+        }
+    }
 }
 
 /// Outcome of [`crate::Store::exchange_code`].

@@ -118,6 +118,34 @@ async fn register(
     post(s, json!({"software_statement": statement, "udap": "1"})).await
 }
 
+/// A token request authenticated with a UDAP client assertion: (status, OAuth error code).
+async fn token_attempt(s: &common::TestServer, app: &AppCert, client_id: &str) -> (u16, Value) {
+    let t = now();
+    let assertion = sign(
+        app,
+        &json!({"iss": client_id, "sub": client_id, "aud": s.url("/oauth/token"), "iat": t,
+                "exp": t + 300, "jti": format!("a-{}", rand_suffix())}),
+    );
+    let resp = s
+        .client
+        .post(s.url("/oauth/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", &assertion),
+            ("udap", "1"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    (status, body["error"].clone())
+}
+
 #[tokio::test]
 async fn rsa_and_ec_clients_register_update_and_cancel() {
     register_update_cancel(common::start_server("").await, "sqlite").await;
@@ -158,6 +186,13 @@ async fn register_update_cancel(s: common::TestServer, backend: &str) {
         assert_eq!(body["client_id"], json!(client_id));
         assert_eq!(body["client_name"], "Renamed App");
 
+        // The client authenticates at the token endpoint (it is not registered for client_credentials,
+        // which is refused only after authentication), so this node now holds its record in memory.
+        assert_eq!(
+            token_attempt(&s, &app, &client_id).await,
+            (400, json!("unauthorized_client"))
+        );
+
         // Empty grant_types cancels.
         let mut c = claims(&s, &app);
         c["grant_types"] = json!([]);
@@ -175,6 +210,11 @@ async fn register_update_cancel(s: common::TestServer, backend: &str) {
             .unwrap()
             .unwrap();
         assert_eq!(client.status, bluegate_store::ClientStatus::Cancelled);
+        // A cancellation through this node takes effect on the very next token request.
+        assert_eq!(
+            token_attempt(&s, &app, &client_id).await,
+            (401, json!("invalid_client"))
+        );
     }
     // The audit log has the story.
     let events = common::audit_events(

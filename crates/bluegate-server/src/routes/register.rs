@@ -207,7 +207,10 @@ async fn apply(
     let meta = match &v.kind {
         StatementKind::Cancel => {
             let client_id = match state.store.register_udap_client(&registration, now).await? {
-                RegistrationOutcome::Cancelled { client_id } => client_id,
+                RegistrationOutcome::Cancelled { client_id } => {
+                    state.clients.invalidate(&client_id);
+                    client_id
+                }
                 RegistrationOutcome::StatementReplayed => {
                     return Err(refuse_replay(state, now, remote, &v.iss).await)
                 }
@@ -268,6 +271,7 @@ async fn apply(
                 (StatusCode::CREATED, client_id, "client.registered")
             }
             RegistrationOutcome::Updated { client_id } => {
+                state.clients.invalidate(&client_id);
                 (StatusCode::OK, client_id, "client.updated")
             }
             RegistrationOutcome::StatementReplayed => {

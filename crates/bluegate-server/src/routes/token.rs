@@ -12,7 +12,7 @@ use bluegate_core::scopes::{self, GrantContext};
 use bluegate_core::tokens::{self, AccessClaims};
 use bluegate_core::{secrets, udap};
 use bluegate_store::{
-    CodeAction, CodeExchange, CodeExchangeOutcome, CodeInfo, CodeRecord, GrantRecord,
+    CodeAction, CodeDecision, CodeExchange, CodeExchangeOutcome, CodeRecord, GrantRecord,
     RefreshRotation, RefreshTokenInfo, RefreshTokenRecord,
 };
 use serde_json::{json, Value};
@@ -79,7 +79,8 @@ pub async fn token(
             )
         });
     }
-    // The grant's first read runs beside client authentication; it is only used once that succeeds.
+    // A refresh grant's first read runs beside client authentication; it is only used once that
+    // succeeds. (The authorization_code grant reads nothing before its one write.)
     let (auth, lookup) = tokio::join!(
         client_auth::authenticate_deferred(&state, &headers, &form, &state.endpoints.token),
         lookup(&state, &grant_type, &form),
@@ -94,10 +95,9 @@ pub async fn token(
     result
 }
 
-/// What a grant reads first: the code or the refresh token, with its grant.
+/// What a grant reads first: the refresh token, with its grant.
 enum Lookup {
-    Code(Option<CodeInfo>),
-    RefreshToken(Option<RefreshTokenInfo>),
+    RefreshToken(Box<Option<RefreshTokenInfo>>),
     Nothing,
 }
 
@@ -116,17 +116,13 @@ async fn lookup(
     form: &[(String, String)],
 ) -> Result<Lookup, bluegate_store::StoreError> {
     Ok(match grant_type {
-        "authorization_code" => match code_param(form) {
-            Some(c) => Lookup::Code(state.store.find_code(&secrets::token_hash(c)).await?),
-            None => Lookup::Nothing,
-        },
         "refresh_token" => match refresh_token_param(form) {
-            Some(t) => Lookup::RefreshToken(
+            Some(t) => Lookup::RefreshToken(Box::new(
                 state
                     .store
                     .find_refresh_token(&secrets::token_hash(t))
                     .await?,
-            ),
+            )),
             None => Lookup::Nothing,
         },
         _ => Lookup::Nothing,
@@ -159,33 +155,34 @@ async fn grant(
         ));
     }
     match grant_type {
-        "authorization_code" => authorization_code(state, auth, jti, lookup, form, peer).await,
+        "authorization_code" => authorization_code(state, auth, jti, form, peer).await,
         "refresh_token" => refresh(state, auth, jti, lookup, form, peer).await,
         _ => client_credentials(state, auth, jti, form, peer).await,
     }
 }
 
-/// Does the token request match what the code was issued for (redirect URI, PKCE)?
+/// Does the token request match what the code was issued for (redirect URI, PKCE)? The refusal is an
+/// OAuth error code and its description.
 fn check_code_request(
     code: &CodeRecord,
     redirect_uri: &str,
     code_verifier: Option<&str>,
-) -> Result<(), ApiError> {
+) -> Result<(), (&'static str, &'static str)> {
     let s = |k: &str| code.payload.get(k).and_then(Value::as_str);
     if s("redirect_uri") != Some(redirect_uri) {
-        return Err(oauth(
+        return Err((
             "invalid_grant",
             "redirect_uri does not match the authorization request",
         ));
     }
     match (s("code_challenge"), code_verifier) {
         (Some(challenge), Some(verifier)) if verify_pkce(verifier, challenge) => Ok(()),
-        (Some(_), Some(_)) => Err(oauth(
+        (Some(_), Some(_)) => Err((
             "invalid_grant",
             "code_verifier does not match the code_challenge",
         )),
-        (Some(_), None) => Err(oauth("invalid_request", "code_verifier is required")),
-        (None, Some(_)) => Err(oauth(
+        (Some(_), None) => Err(("invalid_request", "code_verifier is required")),
+        (None, Some(_)) => Err((
             "invalid_request",
             "code_verifier sent but no code_challenge was",
         )),
@@ -197,7 +194,6 @@ async fn authorization_code(
     state: &AppState,
     auth: &Authenticated,
     jti: &mut PendingJti,
-    lookup: Lookup,
     form: &[(String, String)],
     peer: SocketAddr,
 ) -> Result<Response, ApiError> {
@@ -205,33 +201,25 @@ async fn authorization_code(
     let code = code_param(form).ok_or_else(|| oauth("invalid_request", "code is required"))?;
     let redirect_uri = first(form, "redirect_uri")
         .ok_or_else(|| oauth("invalid_request", "redirect_uri is required"))?;
+    let code_verifier = first(form, "code_verifier");
     let client_id = &auth.client.client_id;
     let code_hash = secrets::token_hash(code);
-    // Check the request against the code (a read), then spend the code and store what is issued in one
-    // transaction. The code and its grant's scope cannot change in between; the transaction re-checks
-    // everything that can (spent, expired, grant revoked).
-    let info = match lookup {
-        Lookup::Code(info) => info,
-        _ => state.store.find_code(&code_hash).await?,
-    };
-    let mut refusal = None;
-    let mut refresh = None;
-    if let Some(info) = info.as_ref().filter(|i| i.code.client_id == *client_id) {
-        match check_code_request(&info.code, redirect_uri, first(form, "code_verifier")) {
-            Ok(()) => {
-                refresh = info
-                    .grant
-                    .as_ref()
-                    .and_then(|g| new_refresh_token(state, &g.scope, &g.id, now));
-            }
-            Err(e) => refusal = Some(e),
-        }
-    }
-    let action = if refusal.is_some() {
-        CodeAction::Refuse
-    } else {
-        CodeAction::Issue {
-            refresh_token: refresh.as_ref().map(|(_, record)| record),
+    // One store round trip: the transaction claims the code for this client, then asks `decide` (the
+    // request against the code, and the refresh token its grant's scope calls for) before it stores
+    // anything; the code's row is read and spent by the same statement.
+    let refresh_secret = crate::random::token(32);
+    let refusal = std::sync::OnceLock::new();
+    let decide = |code: &CodeRecord, grant: &GrantRecord| match check_code_request(
+        code,
+        redirect_uri,
+        code_verifier,
+    ) {
+        Ok(()) => CodeDecision::Issue {
+            refresh_token: refresh_record(state, &refresh_secret, &grant.scope, &grant.id, now),
+        },
+        Err(e) => {
+            let _ = refusal.set(e);
+            CodeDecision::Refuse
         }
     };
     let assertion_jti = jti.take();
@@ -242,7 +230,7 @@ async fn authorization_code(
                 code_hash: &code_hash,
                 client_id,
                 assertion_jti: assertion_jti.as_ref(),
-                action,
+                action: CodeAction::Decide(&decide),
             },
             now,
         )
@@ -283,12 +271,11 @@ async fn authorization_code(
             ));
         }
         CodeExchangeOutcome::Refused => {
-            return Err(refusal.unwrap_or_else(|| {
-                oauth(
-                    "invalid_grant",
-                    "the authorization code does not match this request",
-                )
-            }))
+            let (code, description) = refusal.get().copied().unwrap_or((
+                "invalid_grant",
+                "the authorization code does not match this request",
+            ));
+            return Err(oauth(code, description));
         }
         CodeExchangeOutcome::Expired => {
             return Err(oauth("invalid_grant", "the authorization code has expired"))
@@ -301,7 +288,8 @@ async fn authorization_code(
         }
     };
     let nonce = record.payload.get("nonce").and_then(Value::as_str);
-    let refresh_token = refresh.as_ref().map(|(token, _)| token.as_str());
+    // The same test `decide` made on this grant: the secret was stored if and only if it passes.
+    let refresh_token = wants_refresh_token(&grant.scope).then_some(refresh_secret.as_str());
     let body = token_body(state, &grant, &grant.scope, nonce, true, refresh_token, now)?;
     audit(
         state,
@@ -317,27 +305,27 @@ async fn authorization_code(
     Ok(token_response(body))
 }
 
-/// A new refresh token (the secret and its record) if the granted scope asks for one.
-fn new_refresh_token(
+/// Does the granted scope ask for a refresh token?
+fn wants_refresh_token(scope: &str) -> bool {
+    scope
+        .split_whitespace()
+        .any(|s| s == "offline_access" || s == "online_access")
+}
+
+/// The record of refresh token `secret` for a grant, if its scope asks for one.
+fn refresh_record(
     state: &AppState,
+    secret: &str,
     scope: &str,
     grant_id: &str,
     now: OffsetDateTime,
-) -> Option<(String, RefreshTokenRecord)> {
-    let wanted = scope
-        .split_whitespace()
-        .any(|s| s == "offline_access" || s == "online_access");
-    if !wanted {
-        return None;
-    }
-    let token = crate::random::token(32);
-    let record = RefreshTokenRecord {
-        token_hash: secrets::token_hash(&token),
+) -> Option<RefreshTokenRecord> {
+    wants_refresh_token(scope).then(|| RefreshTokenRecord {
+        token_hash: secrets::token_hash(secret),
         grant_id: grant_id.to_string(),
         expires_at: now + refresh_lifetime(state, scope),
         created_at: now,
-    };
-    Some((token, record))
+    })
 }
 
 /// The token response for a grant: an access token for `scope`, an id_token if asked (and `openid` was
@@ -435,7 +423,7 @@ async fn refresh(
         .ok_or_else(|| oauth("invalid_request", "refresh_token is required"))?;
     let old_hash = secrets::token_hash(presented);
     let info = match lookup {
-        Lookup::RefreshToken(info) => info,
+        Lookup::RefreshToken(info) => *info,
         _ => state.store.find_refresh_token(&old_hash).await?,
     };
     let Some(info) = info.filter(|i| i.is_active(now)) else {

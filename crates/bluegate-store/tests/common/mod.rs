@@ -75,6 +75,7 @@ macro_rules! all_conformance_tests {
                 codes,
                 refresh_tokens,
                 code_exchange,
+                code_exchange_decided_in_the_transaction,
                 refresh_with_assertions,
                 grant_with_assertion,
                 udap_registration,
@@ -656,6 +657,17 @@ pub async fn audit_log(store: &dyn Store) {
         1,
         "limit applies with a prefix"
     );
+
+    // A batch larger than one INSERT statement holds is stored whole and in order.
+    let big: Vec<AuditEvent> = (0..1100)
+        .map(|i| audit(6, &format!("big.{i:04}"), "success"))
+        .collect();
+    store.append_audit_batch(&big).await.expect("big batch");
+    let stored = store.list_audit(2000, Some("big.")).await.unwrap();
+    let mut names: Vec<String> = stored.into_iter().map(|r| r.event.event).collect();
+    names.reverse();
+    let expected: Vec<String> = big.iter().map(|e| e.event.clone()).collect();
+    assert_eq!(names, expected);
 }
 
 pub async fn grants(store: &dyn Store) {
@@ -1869,6 +1881,107 @@ pub async fn concurrent_rotate_refresh_token(store: Arc<dyn Store>) {
             None
         );
     }
+}
+
+/// `CodeAction::Decide`: the caller's check runs inside the exchange, only once the code is claimed for
+/// the right client and its grant is active, and its answer is applied like `Refuse` or `Issue`.
+pub async fn code_exchange_decided_in_the_transaction(store: &dyn Store) {
+    let g = grant("gd", Some("m1"), 0, None);
+    store.insert_grant(&g).await.unwrap();
+    let calls = std::sync::Mutex::new(Vec::new());
+    let decide = |c: &CodeRecord, gr: &GrantRecord| {
+        calls
+            .lock()
+            .unwrap()
+            .push((c.code_hash.clone(), gr.id.clone()));
+        if c.code_hash == "d-refuse" {
+            CodeDecision::Refuse
+        } else {
+            CodeDecision::Issue {
+                refresh_token: Some(refresh(&format!("rt-{}", c.code_hash), "ignored", 1, 1000)),
+            }
+        }
+    };
+    let action = CodeAction::Decide(&decide);
+    for c in ["d-issue", "d-refuse", "d-other", "d-expired"] {
+        let expires = if c == "d-expired" { 1 } else { 60 };
+        store
+            .insert_code(&code_with_grant(c, Some("gd"), expires))
+            .await
+            .unwrap();
+    }
+
+    // Issued: the decider saw the code and its grant; its refresh token is stored for the grant.
+    let j = jti("client-1", "d1", 300);
+    let outcome = store
+        .exchange_code(&exchange("d-issue", "client-1", Some(&j), action), t(2))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&outcome, CodeExchangeOutcome::Issued { grant, .. } if grant.id == "gd"),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        store.get_refresh_token("rt-d-issue").await.unwrap(),
+        Some(refresh("rt-d-issue", "gd", 1, 1000))
+    );
+
+    // Refused by the decider: spent, nothing stored, the grant untouched.
+    assert_eq!(
+        store
+            .exchange_code(&exchange("d-refuse", "client-1", None, action), t(2))
+            .await
+            .unwrap(),
+        CodeExchangeOutcome::Refused
+    );
+    assert!(store
+        .find_code("d-refuse")
+        .await
+        .unwrap()
+        .unwrap()
+        .consumed_at
+        .is_some());
+    assert_eq!(store.get_refresh_token("rt-d-refuse").await.unwrap(), None);
+    assert!(store
+        .get_grant("gd")
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_none());
+
+    // Never asked about an expired code, a replayed assertion, or another client's code.
+    let j2 = jti("client-1", "d2", 300);
+    assert_eq!(
+        store
+            .exchange_code(&exchange("d-expired", "client-1", Some(&j2), action), t(2))
+            .await
+            .unwrap(),
+        CodeExchangeOutcome::Expired
+    );
+    assert_eq!(
+        store
+            .exchange_code(&exchange("d-other", "client-1", Some(&j), action), t(2))
+            .await
+            .unwrap(),
+        CodeExchangeOutcome::AssertionReplayed
+    );
+    assert_eq!(
+        store
+            .exchange_code(&exchange("d-other", "client-2", None, action), t(2))
+            .await
+            .unwrap(),
+        CodeExchangeOutcome::WrongClient {
+            grant_id: Some("gd".into())
+        }
+    );
+    assert_eq!(
+        *calls.lock().unwrap(),
+        vec![
+            ("d-issue".to_owned(), "gd".to_owned()),
+            ("d-refuse".to_owned(), "gd".to_owned())
+        ]
+    );
 }
 
 /// Concurrent exchanges of one code (each with its own assertion): one is issued, the others find it
