@@ -37,8 +37,10 @@ const LEVEL: i32 = 1;
 const MAX_BODY_BYTES: u64 = MAX_RESOURCE_BYTES as u64 + 64 * 1024;
 
 thread_local! {
-    // A compression context per thread: creating one per call costs more than compressing an EOB.
+    // A context per thread: creating one per call costs more than compressing or decompressing an EOB
+    // (zstd allocates its windows with the C allocator, which maps and unmaps them each time).
     static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
 /// The stored form of `json`.
@@ -66,7 +68,15 @@ pub(crate) fn decompress(frame: &[u8]) -> Result<String, StoreError> {
         Ok(Some(_)) => return Err(corrupt("too large")),
         _ => return Err(corrupt("not a zstd frame with its size")),
     };
-    let bytes = zstd::bulk::decompress(frame, size).map_err(|e| corrupt(&e.to_string()))?;
+    let bytes = DECOMPRESSOR.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new().map_err(|e| corrupt(&e.to_string()))?);
+        }
+        let d = d.as_mut().expect("set above");
+        d.decompress(frame, size)
+            .map_err(|e| corrupt(&e.to_string()))
+    })?;
     if bytes.len() != size {
         return Err(corrupt("shorter than declared"));
     }
