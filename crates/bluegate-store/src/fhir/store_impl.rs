@@ -211,8 +211,8 @@ macro_rules! impl_fhir_store {
                         "resource changed concurrently; retry".into(),
                     ));
                 }
-                // Index rows, each table's in its primary key's order (type, id, param, value), so
-                // consecutive inserts land on the same B-tree pages.
+                // Index rows, resource by resource in (type, id) order, the leading columns of each
+                // index table's primary key, so consecutive inserts land on neighbouring B-tree pages.
                 let mut order: Vec<&Prepared<'_>> = chunk.iter().collect();
                 order.sort_by(|a, b| (a.rt.as_str(), &a.id).cmp(&(b.rt.as_str(), &b.id)));
                 let (mut tokens, mut refs, mut dates, mut strings, mut comps) =
@@ -220,9 +220,7 @@ macro_rules! impl_fhir_store {
                 for p in order {
                     let rt = || Bind::Static(p.rt.as_str());
                     let id = || Bind::Text(p.id.clone());
-                    let mut t: Vec<_> = p.index.tokens.iter().collect();
-                    t.sort();
-                    for (param, system, code) in t {
+                    for (param, system, code) in &p.index.tokens {
                         tokens.push(vec![
                             rt(),
                             id(),
@@ -231,14 +229,10 @@ macro_rules! impl_fhir_store {
                             Bind::Text(code.clone()),
                         ]);
                     }
-                    let mut r: Vec<_> = p.index.references.iter().collect();
-                    r.sort();
-                    for (param, target) in r {
+                    for (param, target) in &p.index.references {
                         refs.push(vec![rt(), id(), Bind::Static(param), Bind::Text(target.clone())]);
                     }
-                    let mut d: Vec<_> = p.index.dates.iter().collect();
-                    d.sort();
-                    for (param, low, high) in d {
+                    for (param, low, high) in &p.index.dates {
                         dates.push(vec![
                             rt(),
                             id(),
@@ -247,14 +241,10 @@ macro_rules! impl_fhir_store {
                             Bind::Int(*high),
                         ]);
                     }
-                    let mut st: Vec<_> = p.index.strings.iter().collect();
-                    st.sort();
-                    for (param, value) in st {
+                    for (param, value) in &p.index.strings {
                         strings.push(vec![rt(), id(), Bind::Static(param), Bind::Text(value.clone())]);
                     }
-                    let mut c: Vec<_> = p.index.patients.iter().collect();
-                    c.sort();
-                    for patient in c {
+                    for patient in &p.index.patients {
                         comps.push(vec![rt(), id(), Bind::Text(patient.clone())]);
                     }
                 }
