@@ -85,6 +85,15 @@ pub async fn build_state(config: Config) -> Result<SharedState, StartError> {
         required_certifications: Vec::new(),
     };
     let store = open_store(&config).await?;
+    // A first bulk import drops the search indexes and builds them at its end; if it was interrupted,
+    // they are built here, before anything is served (searches without them would scan).
+    let built = store.build_search_indexes().await?;
+    if built > 0 {
+        tracing::warn!(
+            built,
+            "built missing FHIR search indexes (after an interrupted import)"
+        );
+    }
     let now = OffsetDateTime::now_utc();
     let created = signing::ensure_keys(store.as_ref(), now).await?;
     if !created.is_empty() {

@@ -83,8 +83,33 @@ fn json_col(row: &DbRow, name: &str) -> Result<serde_json::Value, StoreError> {
 /// half the speed by 45,000 resources, and slowed down further as the store grew.
 const FHIR_WRITE_SETUP: Option<&str> = Some("SET LOCAL plan_cache_mode = force_custom_plan");
 
-/// Resource texts are stored as TEXT (PostgreSQL compresses large values itself).
-const BODY: crate::fhir::BodyEncoding = crate::fhir::BodyEncoding::Text;
+/// Whether an index named `$1` exists in the current schema.
+const INDEX_EXISTS: &str = "SELECT 1 WHERE to_regclass($1) IS NOT NULL";
+
+/// An index build sorts in memory up to this much (the default, 64 MB, spills a large table's sort
+/// to disk in many runs).
+const INDEX_BUILD_SETUP: &[&str] = &["SET LOCAL maintenance_work_mem = '512MB'"];
+
+impl PgStore {
+    /// Resource texts are stored as TEXT (PostgreSQL compresses large values itself).
+    fn encoding(&self) -> crate::fhir::BodyEncoding {
+        crate::fhir::BodyEncoding::Text
+    }
+}
+
+/// Texts are not compressed here: there are no dictionaries to keep.
+async fn install_dict(
+    _store: &PgStore,
+    _rt: crate::fhir::ResourceType,
+    _dict: &'static crate::fhir::BodyDict,
+) -> Result<(), StoreError> {
+    Ok(())
+}
+
+/// Texts are not compressed here: no dictionary to load.
+async fn load_dicts_for(_pool: &Pool<Db>, _rows: &[DbRow]) -> Result<(), StoreError> {
+    Ok(())
+}
 
 fn body_col(row: &DbRow, name: &str) -> Result<String, StoreError> {
     col(row, name)

@@ -9,12 +9,16 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Pool, Sqlite, SqlitePool, Transaction};
+
+use crate::fhir::body::{frame_dictionary, lookup};
+use crate::fhir::{BodyDict, BodyEncoding, Dictionaries, ResourceType};
 
 type Db = Sqlite;
 type DbRow = SqliteRow;
@@ -29,6 +33,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// One connection: every write, the FHIR store's included.
     writer: SqlitePool,
+    /// The dictionaries new resource texts are compressed with (see `fhir::body`).
+    dicts: Arc<RwLock<Dictionaries>>,
 }
 
 impl SqliteStore {
@@ -84,7 +90,28 @@ impl SqliteStore {
             .test_before_acquire(false)
             .connect_with(options)
             .await?;
-        Ok(SqliteStore { pool, writer })
+        let mut dicts = Dictionaries::default();
+        let rows = sqlx::query(
+            "SELECT id, resource_type, dict FROM fhir_body_dicts ORDER BY created_at, id",
+        )
+        .fetch_all(&pool)
+        .await?;
+        for row in rows {
+            let rt: String = col(&row, "resource_type")?;
+            let dict = BodyDict::register(col(&row, "dict")?)?;
+            if let Some(rt) = ResourceType::parse(&rt) {
+                dicts.set(rt, dict);
+            }
+        }
+        Ok(SqliteStore {
+            pool,
+            writer,
+            dicts: Arc::new(RwLock::new(dicts)),
+        })
+    }
+
+    fn encoding(&self) -> BodyEncoding {
+        BodyEncoding::Zstd(*self.dicts.read().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// The underlying pool (for callers that keep their own tables in the same file).
@@ -111,8 +138,12 @@ fn json_col(row: &DbRow, name: &str) -> Result<serde_json::Value, StoreError> {
 /// Nothing to set up for a resource write transaction.
 const FHIR_WRITE_SETUP: Option<&str> = None;
 
-/// Resource texts are stored compressed (see `fhir::body`).
-const BODY: crate::fhir::BodyEncoding = crate::fhir::BodyEncoding::Zstd;
+/// Whether an index named `$1` exists.
+const INDEX_EXISTS: &str = "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = $1";
+
+/// Nothing to set up for an index build (a helper sorting thread, `PRAGMA threads`, made builds
+/// slower on two cores).
+const INDEX_BUILD_SETUP: &[&str] = &[];
 
 /// A resource body as read: a zstd frame, or the text itself in a row written before compression.
 fn body_col(row: &DbRow, name: &str) -> Result<String, StoreError> {
@@ -126,6 +157,62 @@ fn body_col(row: &DbRow, name: &str) -> Result<String, StoreError> {
     } else {
         col(row, name)
     }
+}
+
+/// Keeps a learned dictionary in the store and uses it for `rt` from now on.
+async fn install_dict(
+    store: &SqliteStore,
+    rt: ResourceType,
+    dict: &'static BodyDict,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO fhir_body_dicts (id, resource_type, dict, created_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(i64::from(dict.id()))
+    .bind(rt.as_str())
+    .bind(dict.bytes())
+    .bind(crate::fhir::ms(time::OffsetDateTime::now_utc()))
+    .execute(&store.writer)
+    .await?;
+    store
+        .dicts
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .set(rt, dict);
+    Ok(())
+}
+
+/// Registers the dictionaries that texts in `rows` need and this process has not loaded yet (learned
+/// by another process after this one opened the store).
+async fn load_dicts_for(pool: &Pool<Db>, rows: &[DbRow]) -> Result<(), StoreError> {
+    use sqlx::{Row, TypeInfo, ValueRef};
+    let mut missing: Vec<i64> = Vec::new();
+    for row in rows {
+        let Ok(raw) = row.try_get_raw("json") else {
+            continue;
+        };
+        if raw.type_info().name() != "BLOB" {
+            continue;
+        }
+        let frame: &[u8] = col(row, "json")?;
+        if let Some(id) = frame_dictionary(frame) {
+            if lookup(id).is_none() && !missing.contains(&i64::from(id)) {
+                missing.push(i64::from(id));
+            }
+        }
+    }
+    for id in missing {
+        if let Some(bytes) =
+            sqlx::query_scalar::<_, Vec<u8>>("SELECT dict FROM fhir_body_dicts WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+        {
+            BodyDict::register(bytes)?;
+        }
+    }
+    Ok(())
 }
 
 /// Takes the write lock up front, so a transaction that reads then writes never fails with a

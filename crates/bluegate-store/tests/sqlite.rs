@@ -184,7 +184,10 @@ async fn fhir_texts_are_compressed_and_read_back_exactly() {
     use bluegate_store::fhir::{prepare, BodyEncoding, FhirStore, ResourceType};
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path().join("f.db")).await.unwrap();
-    assert_eq!(store.body_encoding(), BodyEncoding::Zstd);
+    assert_eq!(
+        store.body_encoding(),
+        BodyEncoding::Zstd(Default::default())
+    );
     let text = "{\"resourceType\" : \"Patient\",\n \"id\":\"p1\", \"x\": 12.50, \"y\": 1e2, \"name\":[{\"family\":\"Zoë\"}]}";
     let stored = store.put_resource(text, t(0)).await.unwrap();
     let kind: String =
@@ -281,5 +284,180 @@ async fn fhir_texts_are_compressed_and_read_back_exactly() {
         store.read(ResourceType::Patient, "p1").await,
         Err(StoreError::Corrupt(_))
     ));
+    store.close().await;
+}
+
+fn organization(i: usize) -> String {
+    format!(
+        r#"{{"resourceType":"Organization","id":"o{i}","meta":{{"profile":["http://hl7.org/fhir/us/carin-bb/StructureDefinition/C4BB-Organization"]}},"identifier":[{{"type":{{"coding":[{{"system":"http://terminology.hl7.org/CodeSystem/v2-0203","code":"NPI"}}]}},"system":"http://hl7.org/fhir/sid/us-npi","value":"{:010}"}}],"active":true,"name":"Organization number {i}","address":[{{"line":["{} Main Street"],"city":"Town {}","state":"MA","postalCode":"0{:04}"}}]}}"#,
+        i * 7919 % 10_000_000_000,
+        i * 13,
+        i % 97,
+        i % 10_000
+    )
+}
+
+/// An import learns a dictionary per resource type from a batch with enough resources of that type:
+/// its texts are frames that name the dictionary, it is kept in the store, the store compresses that
+/// type with it from then on (also after reopening), and it is learned once.
+#[tokio::test]
+async fn fhir_learned_dictionaries_are_used_and_kept() {
+    use bluegate_store::fhir::{
+        prepare, render_batch_ahead, FhirStore, PreparedResource, ResourceType, MIN_DICT_SAMPLES,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let mut batch: Vec<PreparedResource> = (0..MIN_DICT_SAMPLES + 100)
+        .map(|i| prepare(organization(i)).unwrap())
+        .collect();
+    batch
+        .push(prepare(r#"{"resourceType":"Patient","id":"p1","gender":"female"}"#.into()).unwrap());
+    let mut encoding = store.body_encoding();
+    let learned = render_batch_ahead(&mut batch, t(0), &mut encoding).unwrap();
+    assert_eq!(learned.len(), 1, "only Organizations are numerous enough");
+    let (rt, dict) = learned[0];
+    assert_eq!(rt, ResourceType::Organization);
+    store.install_body_dictionary(rt, dict).await.unwrap();
+    assert_eq!(store.body_encoding(), encoding);
+    store.put_prepared(batch, t(0)).await.unwrap();
+
+    let frame = |id: &'static str| {
+        let pool = store.pool().clone();
+        async move {
+            let b: Vec<u8> = sqlx::query_scalar("SELECT json FROM fhir_resources WHERE id = ?")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            b
+        }
+    };
+    let o7 = frame("o7").await;
+    assert_eq!(
+        zstd::zstd_safe::get_dict_id_from_frame(&o7).map(|d| d.get()),
+        Some(dict.id())
+    );
+    assert_eq!(
+        zstd::zstd_safe::get_dict_id_from_frame(&frame("p1").await),
+        None
+    );
+    // Far smaller than without the dictionary.
+    let text = store
+        .read(ResourceType::Organization, "o7")
+        .await
+        .unwrap()
+        .unwrap()
+        .json;
+    assert!(text.contains("Organization number 7"));
+    let plain = zstd::bulk::compress(text.as_bytes(), 1).unwrap();
+    assert!(
+        o7.len() * 2 < plain.len(),
+        "{} vs {}",
+        o7.len(),
+        plain.len()
+    );
+
+    // A later batch does not learn again, and single writes use the dictionary too.
+    let mut more: Vec<PreparedResource> = (1000..1000 + MIN_DICT_SAMPLES)
+        .map(|i| prepare(organization(i)).unwrap())
+        .collect();
+    assert!(render_batch_ahead(&mut more, t(1), &mut encoding)
+        .unwrap()
+        .is_empty());
+    store.put_resource(&organization(5000), t(2)).await.unwrap();
+    assert_eq!(
+        zstd::zstd_safe::get_dict_id_from_frame(&frame("o5000").await).map(|d| d.get()),
+        Some(dict.id())
+    );
+    store.close().await;
+
+    // Kept: a reopened store compresses with it and reads everything back.
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(store.body_encoding(), encoding);
+    let o7 = store
+        .read(ResourceType::Organization, "o7")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(o7.json.contains("Organization number 7"));
+    store.close().await;
+}
+
+/// A dictionary this process has never seen (learned by another process after this one opened the
+/// store) is loaded from the store when a text needs it; a text whose dictionary is nowhere is an
+/// error, not a panic.
+#[tokio::test]
+async fn fhir_dictionaries_of_other_processes_are_loaded() {
+    use bluegate_store::fhir::{FhirStore, ResourceType};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("f.db")).await.unwrap();
+    // A dictionary made here as another process would, with an id of its own, never registered in
+    // this process.
+    let samples: Vec<String> = (0..600).map(organization).collect();
+    let mut dict = zstd::dict::from_samples(&samples, 16 * 1024).unwrap();
+    let id: u32 = 0x4000_0000 | (std::process::id() & 0xffff) << 8 | 0x77;
+    dict[4..8].copy_from_slice(&id.to_le_bytes());
+    let text = r#"{"resourceType":"Organization","id":"x1","meta":{"versionId":"1","lastUpdated":"2020-01-01T00:00:00.000Z"},"name":"Organization number 1"}"#;
+    let frame = zstd::bulk::Compressor::with_dictionary(1, &dict)
+        .unwrap()
+        .compress(text.as_bytes())
+        .unwrap();
+    assert_eq!(
+        zstd::zstd_safe::get_dict_id_from_frame(&frame).map(|d| d.get()),
+        Some(id)
+    );
+    for (rid, f) in [("x1", frame.clone()), ("x2", frame)] {
+        sqlx::query("INSERT INTO fhir_resources (resource_type, id, version_id, last_updated, json) VALUES ('Organization', ?, 1, 1577836800000, ?)")
+            .bind(rid)
+            .bind(f)
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+    // Not in the store yet: a clear error.
+    assert!(matches!(
+        store.read(ResourceType::Organization, "x1").await,
+        Err(StoreError::Corrupt(_))
+    ));
+    sqlx::query("INSERT INTO fhir_body_dicts (id, resource_type, dict, created_at) VALUES (?, 'Organization', ?, 0)")
+        .bind(i64::from(id))
+        .bind(&dict)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let x1 = store
+        .read(ResourceType::Organization, "x1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(x1.json, text);
+    store.close().await;
+}
+
+/// The search indexes built after a bulk load are exactly those the migrations create.
+#[tokio::test]
+async fn rebuilt_search_indexes_match_the_migrations() {
+    use bluegate_store::fhir::FhirStore;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("f.db")).await.unwrap();
+    let definitions = || async {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND name LIKE 'fhir_%' \
+             ORDER BY name",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        rows.into_iter()
+            .map(|(n, s)| (n, s.replace("IF NOT EXISTS ", "")))
+            .collect::<Vec<_>>()
+    };
+    let migrated = definitions().await;
+    assert!(migrated.len() >= 6, "{migrated:?}");
+    assert!(store.defer_search_indexes().await.unwrap());
+    assert_eq!(definitions().await.len(), migrated.len() - 5);
+    assert_eq!(store.build_search_indexes().await.unwrap(), 5);
+    assert_eq!(definitions().await, migrated);
     store.close().await;
 }

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use bluegate_core::jose::Alg;
 use bluegate_core::tokens::{self, AccessClaims};
 use bluegate_store::fhir::synthetic::{Synthetic, SyntheticOptions};
-use bluegate_store::fhir::{parse_param, prepare, PreparedResource, ResourceType, SearchQuery};
+use bluegate_store::fhir::{
+    parse_param, prepare, render_batch_ahead, BodyDict, PreparedResource, ResourceType, SearchQuery,
+};
 use time::OffsetDateTime;
 
 use crate::bench::{start_bench_server, stats};
@@ -50,34 +52,53 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     opts.eobs_per_member = a.eobs_per_member;
     let prefix = opts.id_prefix.clone();
     // Each resource is prepared and rendered on that thread too, as `bluegate fhir import` does.
-    let encoding = store.body_encoding();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<PreparedResource>>(2);
+    let mut encoding = store.body_encoding();
+    type Learned = Vec<(ResourceType, &'static BodyDict)>;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<PreparedResource>, Learned)>(2);
     let gen = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let mut batch = Vec::with_capacity(BATCH);
+        let mut send = |mut batch: Vec<PreparedResource>| -> anyhow::Result<bool> {
+            let learned = render_batch_ahead(&mut batch, OffsetDateTime::now_utc(), &mut encoding)?;
+            Ok(tx.blocking_send((batch, learned)).is_ok())
+        };
         for r in Synthetic::new(opts)? {
-            let mut p = prepare(r.json).map_err(|e| anyhow::anyhow!("{}", e.error))?;
-            p.render_ahead(OffsetDateTime::now_utc(), encoding)?;
-            batch.push(p);
-            if batch.len() == BATCH && tx.blocking_send(std::mem::take(&mut batch)).is_err() {
+            batch.push(prepare(r.json).map_err(|e| anyhow::anyhow!("{}", e.error))?);
+            if batch.len() == BATCH && !send(std::mem::take(&mut batch))? {
                 return Ok(());
             }
         }
         if !batch.is_empty() {
-            let _ = tx.blocking_send(batch);
+            send(batch)?;
         }
         Ok(())
     });
     let started = Instant::now();
+    // As `bluegate fhir import` does: a first load appends rows, and the search indexes are built at
+    // the end (counted in the import's time).
+    let deferred = store.defer_search_indexes().await?;
     let mut stored = 0usize;
-    while let Some(batch) = rx.recv().await {
+    while let Some((batch, learned)) = rx.recv().await {
         stored += batch.len();
+        for (rt, dict) in learned {
+            store.install_body_dictionary(rt, dict).await?;
+        }
         store.put_prepared(batch, OffsetDateTime::now_utc()).await?;
     }
     gen.await??;
+    let loaded = started.elapsed().as_secs_f64();
+    store.build_search_indexes().await?;
     let took = started.elapsed().as_secs_f64();
     println!(
-        "population: {stored} resources generated and stored in {took:.1} s = {:.0} resources/s",
-        stored as f64 / took
+        "population: {stored} resources generated and stored in {took:.1} s = {:.0} resources/s{}",
+        stored as f64 / took,
+        if deferred {
+            format!(
+                " (rows {loaded:.1} s, then search indexes {:.1} s)",
+                took - loaded
+            )
+        } else {
+            String::new()
+        }
     );
 
     // Tokens for a sample of members, minted with the server's key as the token endpoint would.

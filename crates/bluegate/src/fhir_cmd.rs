@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use bluegate_server::serve;
-use bluegate_store::fhir::{prepare, BodyEncoding, PreparedResource};
+use bluegate_store::fhir::{
+    prepare, render_batch_ahead, BodyDict, BodyEncoding, PreparedResource, ResourceType,
+};
 use bluegate_store::{Store, StoreError};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -116,6 +118,8 @@ fn precheck(text: &str) -> Result<(), String> {
 /// A batch parsed and indexed by the reading thread, ready for one transaction.
 struct Batch {
     resources: Vec<PreparedResource>,
+    /// Dictionaries learned from this batch, to install before it is written.
+    learned: Vec<(ResourceType, &'static BodyDict)>,
     first: Origin,
     last: Origin,
 }
@@ -125,7 +129,8 @@ struct Batch {
 /// batches through a bounded channel.
 struct Reader {
     batch: usize,
-    /// How the store keeps texts: each resource is rendered for it here, off the writer's path.
+    /// How the store keeps texts: each batch is rendered for it here, off the writer's path (and the
+    /// store's dictionaries are learned here, from the first batches).
     encoding: BodyEncoding,
     pending: Vec<PreparedResource>,
     first: Option<Origin>,
@@ -139,7 +144,7 @@ struct Stopped;
 
 impl Reader {
     fn push(&mut self, text: String, origin: Origin) -> anyhow::Result<Result<(), Stopped>> {
-        let mut prepared = match prepare(text) {
+        let prepared = match prepare(text) {
             Ok(p) => p,
             Err(e) => {
                 // Name the problem plainly when it is a basic one, else as the store put it.
@@ -150,30 +155,36 @@ impl Reader {
                 bail!("{}: {reason}", Names(&self.names).of(origin));
             }
         };
-        prepared
-            .render_ahead(time::OffsetDateTime::now_utc(), self.encoding)
-            .with_context(|| Names(&self.names).of(origin))?;
         self.first.get_or_insert(origin);
         self.last = Some(origin);
         self.pending.push(prepared);
         if self.pending.len() >= self.batch {
-            return Ok(self.flush());
+            return self.flush();
         }
         Ok(Ok(()))
     }
 
-    fn flush(&mut self) -> Result<(), Stopped> {
+    fn flush(&mut self) -> anyhow::Result<Result<(), Stopped>> {
         let (Some(first), Some(last)) = (self.first.take(), self.last.take()) else {
-            return Ok(());
+            return Ok(Ok(()));
         };
-        let resources = std::mem::replace(&mut self.pending, Vec::with_capacity(self.batch));
-        self.tx
+        let mut resources = std::mem::replace(&mut self.pending, Vec::with_capacity(self.batch));
+        let names = Names(&self.names);
+        let learned = render_batch_ahead(
+            &mut resources,
+            time::OffsetDateTime::now_utc(),
+            &mut self.encoding,
+        )
+        .with_context(|| format!("{} .. {}", names.of(first), names.of(last)))?;
+        Ok(self
+            .tx
             .blocking_send(Batch {
                 resources,
+                learned,
                 first,
                 last,
             })
-            .map_err(|_| Stopped)
+            .map_err(|_| Stopped))
     }
 
     fn ndjson(&mut self, f: usize, input: impl BufRead) -> anyhow::Result<Result<(), Stopped>> {
@@ -231,7 +242,7 @@ impl Reader {
                 return Ok(());
             }
         }
-        let _ = self.flush();
+        let _ = self.flush()?;
         Ok(())
     }
 }
@@ -268,6 +279,9 @@ pub async fn import(
         .spawn(move || reader.run(&owned_paths))
         .context("starting the reading thread")?;
     let start = Instant::now();
+    // Into an empty store, rows are appended without the search indexes, which are built at the end
+    // (also when a batch fails: the store is left searchable).
+    let deferred = store.defer_search_indexes().await?;
     let mut report = ImportReport {
         total: 0,
         counts: Default::default(),
@@ -285,10 +299,18 @@ pub async fn import(
         }
         let n = b.resources.len() as u64;
         let names = Names(&names);
-        match store
-            .put_prepared(b.resources, time::OffsetDateTime::now_utc())
-            .await
-        {
+        let mut written = Ok(0);
+        for (rt, dict) in b.learned {
+            if let Err(e) = store.install_body_dictionary(rt, dict).await {
+                written = Err(e);
+            }
+        }
+        if written.is_ok() {
+            written = store
+                .put_prepared(b.resources, time::OffsetDateTime::now_utc())
+                .await;
+        }
+        match written {
             Ok(_) => {}
             Err(e) => {
                 failure = Some(anyhow::Error::new(e).context(format!(
@@ -312,6 +334,15 @@ pub async fn import(
     let read = reading
         .join()
         .map_err(|_| anyhow::anyhow!("the reading thread panicked"))?;
+    if deferred {
+        if progress {
+            eprintln!("  building the search indexes");
+        }
+        store
+            .build_search_indexes()
+            .await
+            .context("building the search indexes (they are built at the next start otherwise)")?;
+    }
     if let Some(e) = failure {
         return Err(e);
     }

@@ -86,3 +86,67 @@ async fn imports_ig_examples_bundles_and_ndjson() {
         "the Bundle import made a second version"
     );
 }
+
+/// A first import into an empty store: rows go in without the search indexes, which are built at the
+/// end; the store learns a compression dictionary for each type it saw enough of; everything is
+/// searchable afterwards. A store whose first import was interrupted (indexes missing) is mended when
+/// the server starts.
+#[tokio::test]
+async fn first_import_builds_indexes_and_learns_dictionaries() {
+    use bluegate_store::fhir::{parse_param, BodyEncoding, SearchQuery};
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let pki = common::make_pki(dir.path(), &format!("https://localhost:{port}/fhir"));
+    let config = common::write_config(dir.path(), port, &pki, "");
+    let c = config.to_str().unwrap().to_string();
+    let data = dir.path().join("syn.ndjson");
+    common::run_ok(&[
+        "fhir",
+        "generate",
+        "--members",
+        "40",
+        "--id-prefix",
+        "imp",
+        "--out",
+        data.to_str().unwrap(),
+    ]);
+    let out = common::run_ok(&["fhir", "import", "--config", &c, data.to_str().unwrap()]);
+    assert!(out.contains("ExplanationOfBenefit   800"), "{out}");
+
+    let cfg = bluegate_server::config::load_file(&config, &Default::default()).unwrap();
+    let store = bluegate_server::serve::open_store(&cfg).await.unwrap();
+    assert_eq!(
+        store.build_search_indexes().await.unwrap(),
+        0,
+        "built by the import"
+    );
+    let BodyEncoding::Zstd(dicts) = store.body_encoding() else {
+        panic!("SQLite compresses");
+    };
+    assert!(dicts.get(ResourceType::ExplanationOfBenefit).is_some());
+    assert!(
+        dicts.get(ResourceType::Patient).is_none(),
+        "40 patients teach too little"
+    );
+    let mut q = SearchQuery::new(ResourceType::ExplanationOfBenefit);
+    q.params
+        .push(parse_param(ResourceType::ExplanationOfBenefit, "patient", "imp-pat-3").unwrap());
+    q.with_total = true;
+    assert_eq!(store.search(&q).await.unwrap().total, Some(20));
+
+    // Interrupted: the indexes are missing until the server starts.
+    let empty = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let pki = common::make_pki(empty.path(), &format!("https://localhost:{port}/fhir"));
+    let config = common::write_config(empty.path(), port, &pki, "");
+    let cfg = bluegate_server::config::load_file(&config, &Default::default()).unwrap();
+    let store = bluegate_server::serve::open_store(&cfg).await.unwrap();
+    assert!(store.defer_search_indexes().await.unwrap());
+    let running = bluegate_server::serve::start(cfg).await.unwrap();
+    assert_eq!(
+        store.build_search_indexes().await.unwrap(),
+        0,
+        "built at start"
+    );
+    running.shutdown(std::time::Duration::from_secs(2)).await;
+}

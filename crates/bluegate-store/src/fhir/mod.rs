@@ -15,7 +15,7 @@ pub(crate) mod resource;
 pub(crate) mod sql;
 pub mod synthetic;
 
-pub use body::BodyEncoding;
+pub use body::{render_batch_ahead, BodyDict, BodyEncoding, Dictionaries, MIN_DICT_SAMPLES};
 pub use params::{
     parse_include, parse_param, DatePrefix, IncludeSpec, ParamDef, ParamError, ParamKind,
     ParamValue, ParsedParam, ResourceType, TokenQuery,
@@ -120,7 +120,7 @@ impl PreparedResource {
         let text = self.0.render(1, &params::format_instant_ms(lu_ms));
         self.0.ahead = Some(resource::Ahead {
             lu_ms,
-            body: body::encode(encoding, text)?,
+            body: body::encode(encoding, self.0.rt, text)?,
         });
         Ok(())
     }
@@ -171,9 +171,20 @@ pub trait FhirStore: Send + Sync + 'static {
         now: OffsetDateTime,
     ) -> Result<Vec<StoredResource>, StoreError>;
 
-    /// How this store keeps resource texts (for [`PreparedResource::render_ahead`]).
+    /// How this store keeps resource texts now (for [`PreparedResource::render_ahead`]).
     fn body_encoding(&self) -> BodyEncoding {
         BodyEncoding::Text
+    }
+
+    /// Keeps `dict` (learned by [`render_batch_ahead`]) for good and compresses resources of type `rt`
+    /// with it from now on. Frames already written with it become readable by any process that opens
+    /// the store. A store that does not compress ignores it.
+    async fn install_body_dictionary(
+        &self,
+        _rt: ResourceType,
+        _dict: &'static BodyDict,
+    ) -> Result<(), StoreError> {
+        Ok(())
     }
 
     /// [`FhirStore::put_batch`] for resources already [`prepare`]d, all or nothing in one
@@ -187,6 +198,17 @@ pub trait FhirStore: Send + Sync + 'static {
         let texts: Vec<String> = batch.iter().map(|p| p.text().to_owned()).collect();
         Ok(self.put_batch(&texts, now).await?.len() as u64)
     }
+
+    /// Prepares a bulk load: when the store holds no resources yet, drops the search indexes (those
+    /// that serve searches, not the keys) so that a first import appends rows instead of inserting
+    /// into several ever larger B-trees, and returns true; otherwise changes nothing and returns false.
+    /// [`FhirStore::build_search_indexes`] must follow, and the server runs it at startup too, so an
+    /// interrupted load leaves a store that heals rather than one that scans.
+    async fn defer_search_indexes(&self) -> Result<bool, StoreError>;
+
+    /// Creates whichever search indexes are missing (each one sort and one pass over its table) and
+    /// returns how many were created; a no-op on a complete store.
+    async fn build_search_indexes(&self) -> Result<usize, StoreError>;
 
     /// The current version.
     async fn read(

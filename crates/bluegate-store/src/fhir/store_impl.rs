@@ -7,6 +7,31 @@ pub(crate) const RESOURCE_CHUNK: usize = 200;
 /// Most index rows inserted by one multi-row statement.
 pub(crate) const INDEX_CHUNK: usize = 1000;
 
+/// The indexes that serve searches (the same on both backends, as created by the migrations):
+/// dropped for a first bulk load and built afterwards, see `FhirStore::defer_search_indexes`.
+pub(crate) const SEARCH_INDEXES: [(&str, &str); 5] = [
+    (
+        "fhir_token_search",
+        "fhir_token (resource_type, param, code, system, id)",
+    ),
+    (
+        "fhir_ref_search",
+        "fhir_ref (resource_type, param, target, id)",
+    ),
+    (
+        "fhir_date_search",
+        "fhir_date (resource_type, param, low, high, id)",
+    ),
+    (
+        "fhir_string_search",
+        "fhir_string (resource_type, param, value, id)",
+    ),
+    (
+        "fhir_compartment_search",
+        "fhir_compartment (patient_id, resource_type, id)",
+    ),
+];
+
 macro_rules! impl_fhir_store {
     ($store:ident, for_update = $for_update:literal, positional_params = $positional:literal) => {
         mod fhir_impl {
@@ -15,12 +40,15 @@ macro_rules! impl_fhir_store {
             use sqlx::{Database, Transaction};
             use time::OffsetDateTime;
 
-            use super::{begin_write, body_col, col, $store, Db, DbRow, BODY, FHIR_WRITE_SETUP};
-            use $crate::fhir::body::encode;
+            use super::{
+                begin_write, body_col, col, install_dict, load_dicts_for, $store, Db, DbRow, FHIR_WRITE_SETUP,
+                INDEX_BUILD_SETUP, INDEX_EXISTS,
+            };
+            use $crate::fhir::body::{encode, BodyDict, BodyEncoding};
             use $crate::fhir::params::{format_instant_ms, reference_targets, ResourceType};
             use $crate::fhir::resource::Prepared;
             use $crate::fhir::sql::{count_sql, search_sql, Bind, Sql, RESOURCE_COLS};
-            use $crate::fhir::store_impl::{INDEX_CHUNK, RESOURCE_CHUNK};
+            use $crate::fhir::store_impl::{INDEX_CHUNK, RESOURCE_CHUNK, SEARCH_INDEXES};
             use $crate::fhir::{
                 decode_cursor, encode_cursor, from_ms, ms, FhirStore, IncludeSpec, SearchPage,
                 SearchQuery, StoredResource, MAX_BATCH, MAX_COUNT,
@@ -101,6 +129,7 @@ macro_rules! impl_fhir_store {
                 chunk: &[Prepared<'_>],
                 lu_ms: i64,
                 lu_text: &str,
+                encoding: BodyEncoding,
                 collect: bool,
             ) -> Result<Vec<StoredResource>, StoreError> {
                 let mut groups: BTreeMap<ResourceType, Vec<&str>> = BTreeMap::new();
@@ -183,7 +212,7 @@ macro_rules! impl_fhir_store {
                                     json: json.clone(),
                                 });
                             }
-                            (lu_ms, encode(BODY, json)?)
+                            (lu_ms, encode(encoding, p.rt, json)?)
                         }
                     };
                     sql.row(
@@ -256,13 +285,20 @@ macro_rules! impl_fhir_store {
                 Ok(out)
             }
 
-            async fn fetch_current<'e, E>(
-                exec: E,
+            /// The resources in `rows`, after loading any dictionary their texts need that this
+            /// process has not seen (one another process learned since this one opened the store).
+            async fn resources_from_rows(
+                pool: &sqlx::Pool<Db>,
+                rows: &[DbRow],
+            ) -> Result<Vec<StoredResource>, StoreError> {
+                load_dicts_for(pool, rows).await?;
+                rows.iter().map(resource_from_row).collect()
+            }
+
+            async fn fetch_current(
+                pool: &sqlx::Pool<Db>,
                 keys: &BTreeMap<ResourceType, BTreeSet<String>>,
-            ) -> Result<Vec<StoredResource>, StoreError>
-            where
-                E: sqlx::Executor<'e, Database = Db> + Copy,
-            {
+            ) -> Result<Vec<StoredResource>, StoreError> {
                 let mut out = Vec::new();
                 for (rt, ids) in keys {
                     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
@@ -273,12 +309,8 @@ macro_rules! impl_fhir_store {
                             chunk,
                             "",
                         );
-                        for row in query(&mut sql)
-                            .fetch_all(exec)
-                            .await?
-                        {
-                            out.push(resource_from_row(&row)?);
-                        }
+                        let rows = query(&mut sql).fetch_all(pool).await?;
+                        out.extend(resources_from_rows(pool, &rows).await?);
                     }
                 }
                 out.sort_by(|a, b| (a.resource_type, &a.id).cmp(&(b.resource_type, &b.id)));
@@ -302,6 +334,7 @@ macro_rules! impl_fhir_store {
                 pool: &sqlx::Pool<Db>,
                 prepared: &[Prepared<'_>],
                 now: OffsetDateTime,
+                encoding: BodyEncoding,
                 collect: bool,
             ) -> Result<Vec<StoredResource>, StoreError> {
                 let mut bounds = Vec::new();
@@ -324,7 +357,9 @@ macro_rules! impl_fhir_store {
                     if range.is_empty() {
                         continue;
                     }
-                    out.extend(write_chunk(&mut tx, &prepared[range], lu_ms, &lu_text, collect).await?);
+                    out.extend(
+                        write_chunk(&mut tx, &prepared[range], lu_ms, &lu_text, encoding, collect).await?,
+                    );
                 }
                 tx.commit().await?;
                 Ok(out)
@@ -343,7 +378,15 @@ macro_rules! impl_fhir_store {
                     let lu_text = format_instant_ms(lu_ms);
                     let mut tx = begin_fhir_write(&self.writer).await?;
                     let mut out =
-                        write_chunk(&mut tx, std::slice::from_ref(&prepared), lu_ms, &lu_text, true).await?;
+                        write_chunk(
+                            &mut tx,
+                            std::slice::from_ref(&prepared),
+                            lu_ms,
+                            &lu_text,
+                            self.body_encoding(),
+                            true,
+                        )
+                        .await?;
                     tx.commit().await?;
                     out.pop()
                         .ok_or_else(|| StoreError::Database("resource not written".into()))
@@ -367,11 +410,19 @@ macro_rules! impl_fhir_store {
                                 .map_err(|e| StoreError::Invalid(format!("resource #{i}: {}", e.0)))
                         })
                         .collect::<Result<Vec<_>, _>>()?;
-                    write_all(&self.writer, &prepared, now, true).await
+                    write_all(&self.writer, &prepared, now, self.body_encoding(), true).await
                 }
 
-                fn body_encoding(&self) -> $crate::fhir::BodyEncoding {
-                    BODY
+                fn body_encoding(&self) -> BodyEncoding {
+                    self.encoding()
+                }
+
+                async fn install_body_dictionary(
+                    &self,
+                    rt: ResourceType,
+                    dict: &'static BodyDict,
+                ) -> Result<(), StoreError> {
+                    install_dict(self, rt, dict).await
                 }
 
                 async fn put_prepared(
@@ -385,8 +436,52 @@ macro_rules! impl_fhir_store {
                         )));
                     }
                     let prepared: Vec<Prepared<'static>> = batch.into_iter().map(|p| p.0).collect();
-                    write_all(&self.writer, &prepared, now, false).await?;
+                    write_all(&self.writer, &prepared, now, self.body_encoding(), false).await?;
                     Ok(prepared.len() as u64)
+                }
+
+                async fn defer_search_indexes(&self) -> Result<bool, StoreError> {
+                    let mut tx = begin_write(&self.writer).await?;
+                    let empty = sqlx::query(
+                        "SELECT 1 FROM fhir_resources UNION ALL SELECT 1 FROM fhir_history LIMIT 1",
+                    )
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .is_none();
+                    if !empty {
+                        return Ok(false);
+                    }
+                    for (name, _) in SEARCH_INDEXES {
+                        sqlx::query(&format!("DROP INDEX IF EXISTS {name}"))
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(true)
+                }
+
+                async fn build_search_indexes(&self) -> Result<usize, StoreError> {
+                    let mut built = 0;
+                    for (name, on) in SEARCH_INDEXES {
+                        let exists = sqlx::query(INDEX_EXISTS)
+                            .bind(name)
+                            .fetch_optional(&self.writer)
+                            .await?
+                            .is_some();
+                        if exists {
+                            continue;
+                        }
+                        let mut tx = begin_write(&self.writer).await?;
+                        for setup in INDEX_BUILD_SETUP {
+                            sqlx::query(setup).execute(&mut *tx).await?;
+                        }
+                        sqlx::query(&format!("CREATE INDEX IF NOT EXISTS {name} ON {on}"))
+                            .execute(&mut *tx)
+                            .await?;
+                        tx.commit().await?;
+                        built += 1;
+                    }
+                    Ok(built)
                 }
 
                 async fn read(
@@ -394,17 +489,15 @@ macro_rules! impl_fhir_store {
                     resource_type: ResourceType,
                     id: &str,
                 ) -> Result<Option<StoredResource>, StoreError> {
-                    sqlx::query(
+                    let row = sqlx::query(
                         "SELECT resource_type, id, version_id, last_updated, json FROM fhir_resources \
                          WHERE resource_type = $1 AND id = $2",
                     )
                     .bind(resource_type.as_str())
                     .bind(id)
                     .fetch_optional(&self.pool)
-                    .await?
-                    .as_ref()
-                    .map(resource_from_row)
-                    .transpose()
+                    .await?;
+                    Ok(resources_from_rows(&self.pool, row.as_slice()).await?.pop())
                 }
 
                 async fn vread(
@@ -413,7 +506,7 @@ macro_rules! impl_fhir_store {
                     id: &str,
                     version_id: i64,
                 ) -> Result<Option<StoredResource>, StoreError> {
-                    sqlx::query(
+                    let row = sqlx::query(
                         "SELECT resource_type, id, version_id, last_updated, json FROM fhir_resources \
                          WHERE resource_type = $1 AND id = $2 AND version_id = $3 \
                          UNION ALL \
@@ -427,10 +520,8 @@ macro_rules! impl_fhir_store {
                     .bind(id)
                     .bind(version_id)
                     .fetch_optional(&self.pool)
-                    .await?
-                    .as_ref()
-                    .map(resource_from_row)
-                    .transpose()
+                    .await?;
+                    Ok(resources_from_rows(&self.pool, row.as_slice()).await?.pop())
                 }
 
                 async fn search(&self, q: &SearchQuery) -> Result<SearchPage, StoreError> {
@@ -445,12 +536,8 @@ macro_rules! impl_fhir_store {
                     }
                     let now_ms = ms(OffsetDateTime::now_utc());
                     let mut sql = search_sql(q, cursor.as_ref(), count as i64 + 1, now_ms);
-                    let mut resources = query(&mut sql)
-                        .fetch_all(&self.pool)
-                        .await?
-                        .iter()
-                        .map(resource_from_row)
-                        .collect::<Result<Vec<_>, _>>()?;
+                    let rows = query(&mut sql).fetch_all(&self.pool).await?;
+                    let mut resources = resources_from_rows(&self.pool, &rows).await?;
                     let next_cursor = if resources.len() > count {
                         resources.truncate(count);
                         resources

@@ -339,6 +339,39 @@ pub async fn fhir_versions_and_batches(store: &dyn Store) {
     assert!(store.put_batch(&[], t(30)).await.unwrap().is_empty());
 }
 
+/// A first bulk load: the search indexes are dropped only while the store is empty, searches give the
+/// same answers without them (slowly) and after they are built, and building is idempotent.
+pub async fn fhir_deferred_search_indexes(store: &dyn Store) {
+    assert!(store.defer_search_indexes().await.expect("defer"));
+    assert!(store.defer_search_indexes().await.expect("defer again"));
+    if load(store).await.is_none() {
+        return;
+    }
+    let by_patient = find(store, Eob, &[("patient", "Patient1")]).await;
+    assert_eq!(by_patient, set(P1_EOBS));
+    let by_name = find(store, Patient, &[("family", "Exam")]).await;
+    assert!(!by_name.is_empty());
+    let by_date = find(store, Patient, &[("birthdate", "ge1986-01-01")]).await;
+    assert!(
+        !store.defer_search_indexes().await.expect("defer"),
+        "not empty"
+    );
+    assert_eq!(store.build_search_indexes().await.expect("build"), 5);
+    assert_eq!(store.build_search_indexes().await.expect("build again"), 0);
+    assert_eq!(
+        find(store, Eob, &[("patient", "Patient1")]).await,
+        by_patient
+    );
+    assert_eq!(find(store, Patient, &[("family", "Exam")]).await, by_name);
+    assert_eq!(
+        find(store, Patient, &[("birthdate", "ge1986-01-01")]).await,
+        by_date
+    );
+    // Non-empty: nothing is dropped.
+    assert!(!store.defer_search_indexes().await.expect("defer"));
+    assert_eq!(store.build_search_indexes().await.expect("build"), 0);
+}
+
 pub async fn fhir_eob_search(store: &dyn Store) {
     if load(store).await.is_none() {
         return;

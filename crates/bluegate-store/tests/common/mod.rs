@@ -92,6 +92,7 @@ macro_rules! all_conformance_tests {
                 fhir_paging,
                 fhir_includes,
                 fhir_put_prepared_synthetic,
+                fhir_deferred_search_indexes,
             ],
             shared: [
                 concurrent_remember_jti,
