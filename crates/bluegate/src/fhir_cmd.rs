@@ -22,7 +22,9 @@ pub const MAX_IMPORT_BATCH: usize = 10_000;
 #[derive(clap::Subcommand)]
 pub enum FhirCmd {
     /// Import FHIR R4 JSON files: a single resource, a Bundle (its entries' resources), or NDJSON
-    /// (`.ndjson`, one resource per line). Each batch is imported whole or not at all.
+    /// (`.ndjson`, one resource per line). Each batch is imported whole or not at all. Into an empty
+    /// store, the search indexes are built at the end (searches scan until then), and SQLite learns a
+    /// compression dictionary per resource type from the first batches.
     Import {
         #[command(flatten)]
         config: ConfigArg,
@@ -334,15 +336,14 @@ pub async fn import(
     let read = reading
         .join()
         .map_err(|_| anyhow::anyhow!("the reading thread panicked"))?;
-    if deferred {
-        if progress {
-            eprintln!("  building the search indexes");
-        }
-        store
-            .build_search_indexes()
-            .await
-            .context("building the search indexes (they are built at the next start otherwise)")?;
+    // Also after an earlier import that was interrupted before it could build them.
+    if deferred && progress {
+        eprintln!("  building the search indexes");
     }
+    store
+        .build_search_indexes()
+        .await
+        .context("building the search indexes (the server builds them at its next start)")?;
     if let Some(e) = failure {
         return Err(e);
     }
