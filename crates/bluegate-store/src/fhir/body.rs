@@ -127,6 +127,12 @@ impl BodyDict {
         if id == 0 {
             return Err(bad("no id"));
         }
+        // zstd's prepared dictionaries panic on bytes zstd cannot load (a damaged row): try first.
+        if zstd::zstd_safe::CDict::try_create(&bytes, LEVEL).is_none()
+            || zstd::zstd_safe::DDict::try_create(&bytes).is_none()
+        {
+            return Err(bad("zstd cannot load it"));
+        }
         let mut registry = REGISTRY.write().unwrap_or_else(|e| e.into_inner());
         if let Some(d) = registry.get(&id) {
             return if d.bytes == bytes {
@@ -333,6 +339,58 @@ mod tests {
             big.len()
         );
         assert_eq!(decompress(&frame).unwrap(), big);
+    }
+
+    #[test]
+    fn damaged_dictionaries_are_refused_not_panicked_on() {
+        assert!(BodyDict::register(Vec::new()).is_err());
+        assert!(BodyDict::register(b"not a dictionary at all".to_vec()).is_err());
+        // The magic and an id, then garbage where the entropy tables should be.
+        let mut bytes = DICT_MAGIC.to_vec();
+        bytes.extend_from_slice(&0x1234_5678u32.to_le_bytes());
+        bytes.extend(std::iter::repeat_n(0xffu8, 300));
+        assert!(BodyDict::register(bytes).is_err());
+        // A zero id.
+        let mut bytes = DICT_MAGIC.to_vec();
+        bytes.extend_from_slice(&[0; 4]);
+        assert!(BodyDict::register(bytes).is_err());
+    }
+
+    #[test]
+    fn learned_dictionaries_round_trip_and_name_themselves() {
+        let samples: Vec<String> = (0..MIN_DICT_SAMPLES)
+            .map(|i| {
+                format!(
+                    r#"{{"resourceType":"Coverage","id":"c{i}","status":"active","subscriberId":"S{:08}","beneficiary":{{"reference":"Patient/p{i}"}},"payor":[{{"reference":"Organization/payer-{}"}}],"class":[{{"type":{{"coding":[{{"system":"http://terminology.hl7.org/CodeSystem/coverage-class","code":"group"}}]}},"value":"G{}"}}]}}"#,
+                    i * 31,
+                    i % 7,
+                    i % 13
+                )
+            })
+            .collect();
+        let refs: Vec<&str> = samples.iter().map(String::as_str).collect();
+        assert!(
+            learn_dictionary(&refs[..MIN_DICT_SAMPLES - 1]).is_none(),
+            "too few"
+        );
+        let d = learn_dictionary(&refs).expect("learned");
+        assert!(d.id() >= 0x8000);
+        // Registering the same bytes again gives the same dictionary.
+        assert_eq!(BodyDict::register(d.bytes().to_vec()).unwrap(), d);
+        for text in [refs[3], "{}", ""] {
+            let frame = compress(text, Some(d)).unwrap();
+            assert_eq!(frame_dictionary(&frame), Some(d.id()));
+            assert_eq!(decompress(&frame).unwrap(), text);
+        }
+        let with = compress(refs[7], Some(d)).unwrap();
+        let without = compress(refs[7], None).unwrap();
+        assert!(
+            with.len() * 2 < without.len(),
+            "{} vs {}",
+            with.len(),
+            without.len()
+        );
+        assert_eq!(frame_dictionary(&without), None);
     }
 
     #[test]
