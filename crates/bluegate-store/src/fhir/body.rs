@@ -8,9 +8,10 @@
 //!
 //! A payer's resources resemble each other far more than they resemble JSON at large, so a store
 //! learns a zstd dictionary per resource type from the first import batch that holds enough resources
-//! of that type ([`render_batch_ahead`]) and compresses with it from then on: each frame names its dictionary by id, dictionaries are kept in
-//! the store forever (a frame is readable as long as its dictionary is), and frames without one stay
-//! readable. On synthetic CARIN data an EOB compresses ~17x instead of ~4.5x, three times as fast.
+//! of that type ([`render_batch_ahead`]) and compresses with it from then on: each frame names its
+//! dictionary by id, dictionaries are kept in the store forever (a frame is readable as long as its
+//! dictionary is), and frames without one stay readable. On synthetic CARIN data an EOB compresses
+//! ~17x instead of ~4.5x, three times as fast.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -96,8 +97,8 @@ pub fn render_batch_ahead(
 }
 
 /// A zstd dictionary learned by a store, ready for both directions. Dictionaries live for the whole
-/// process (compression contexts are per thread and refer to them), one per id: a store learns one
-/// per first import, so there are few.
+/// process (compression contexts are per thread and refer to them), one per id: a store learns at
+/// most one per resource type, so there are few.
 pub struct BodyDict {
     id: u32,
     bytes: Vec<u8>,

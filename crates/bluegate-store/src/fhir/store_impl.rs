@@ -41,8 +41,8 @@ macro_rules! impl_fhir_store {
             use time::OffsetDateTime;
 
             use super::{
-                begin_write, body_col, col, install_dict, load_dicts_for, $store, Db, DbRow, FHIR_WRITE_SETUP,
-                INDEX_BUILD_SETUP, INDEX_EXISTS,
+                begin_write, body_col, col, install_dict, load_dicts_for, $store, Db, DbRow,
+                FHIR_WRITE_SETUP, INDEX_BUILD_SETUP, INDEX_EXISTS,
             };
             use $crate::fhir::body::{encode, BodyDict, BodyEncoding};
             use $crate::fhir::params::{format_instant_ms, reference_targets, ResourceType};
