@@ -301,17 +301,15 @@ pub async fn import(
         }
         let n = b.resources.len() as u64;
         let names = Names(&names);
-        let mut written = Ok(0);
-        for (rt, dict) in b.learned {
-            if let Err(e) = store.install_body_dictionary(rt, dict).await {
-                written = Err(e);
+        let written = async {
+            for (rt, dict) in b.learned {
+                store.install_body_dictionary(rt, dict).await?;
             }
-        }
-        if written.is_ok() {
-            written = store
+            store
                 .put_prepared(b.resources, time::OffsetDateTime::now_utc())
-                .await;
+                .await
         }
+        .await;
         match written {
             Ok(_) => {}
             Err(e) => {
@@ -340,10 +338,16 @@ pub async fn import(
     if deferred && progress {
         eprintln!("  building the search indexes");
     }
-    store
+    let built = store
         .build_search_indexes()
         .await
-        .context("building the search indexes (the server builds them at its next start)")?;
+        .context("building the search indexes (the server builds them at its next start)");
+    // A failed batch is the error to report; the index build's own failure comes second.
+    if failure.is_none() {
+        built?;
+    } else if let Err(e) = built {
+        eprintln!("{e:#}");
+    }
     if let Some(e) = failure {
         return Err(e);
     }
