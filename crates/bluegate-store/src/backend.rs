@@ -4,7 +4,9 @@
 //! `fn json_col(&DbRow, &str) -> Result<Value, StoreError>`,
 //! `async fn begin_write(&Pool<Db>) -> Result<Transaction<'static, Db>, StoreError>`, and a store struct with
 //! a `pool: Pool<Db>` field. Row-lock clauses (`FOR UPDATE`) are passed in, since SQLite has none (it
-//! serializes writers with `BEGIN IMMEDIATE` instead).
+//! serializes writers with `BEGIN IMMEDIATE` instead). The token endpoint's hot write starts with
+//! `claim_code(tx, exchange, now) -> Result<CodeClaim, StoreError>`, which each backend writes in the
+//! fewest round trips its protocol allows.
 
 use time::OffsetDateTime;
 
@@ -72,6 +74,46 @@ macro_rules! grant_cols {
 macro_rules! code_cols {
     () => {
         "code_hash, client_id, grant_id, expires_at, payload"
+    };
+}
+
+/// What the first step of a code exchange found: whether the client assertion's jti was new (when it
+/// was not, the caller rolls back: the step may have spent the code too), the code it spent (`None`:
+/// not claimable), and that code's grant, locked for the rest of the transaction.
+pub(crate) struct CodeClaim {
+    pub jti_fresh: bool,
+    pub code: Option<crate::model::CodeRecord>,
+    pub grant: Option<crate::model::GrantRecord>,
+}
+
+/// Spends a code: one statement, so that exactly one caller gets past it, on any backend. `$1` is the
+/// code's hash, `$2` now.
+macro_rules! claim_code_sql {
+    () => {
+        concat!(
+            "UPDATE codes SET consumed_at = $2 \
+             WHERE code_hash = $1 AND consumed_at IS NULL AND expires_at > $2 RETURNING ",
+            code_cols!()
+        )
+    };
+}
+/// The grant of the code whose hash is `$1`.
+macro_rules! code_grant_sql {
+    () => {
+        concat!(
+            "SELECT ",
+            grant_cols!(),
+            " FROM grants WHERE id = (SELECT grant_id FROM codes WHERE code_hash = $1)"
+        )
+    };
+}
+/// Records the client assertion's jti (`$3` issuer, `$4` jti, `$5` its expiry; `$2` now): a row is
+/// changed unless the jti is recorded and not yet expired.
+macro_rules! remember_jti_sql {
+    () => {
+        "INSERT INTO jti_cache (issuer, jti, expires_at) VALUES ($3, $4, $5) \
+         ON CONFLICT (issuer, jti) DO UPDATE SET expires_at = excluded.expires_at \
+         WHERE jti_cache.expires_at <= $2"
     };
 }
 
@@ -147,16 +189,23 @@ macro_rules! impl_store {
         }
 
         fn grant_from_row(row: &DbRow) -> Result<GrantRecord, StoreError> {
+            grant_from_prefixed(row, "")
+        }
+
+        /// A grant from columns named `{prefix}id`, `{prefix}client_id`, ... (a row that holds more than
+        /// the grant).
+        fn grant_from_prefixed(row: &DbRow, prefix: &str) -> Result<GrantRecord, StoreError> {
+            let name = |c: &str| format!("{prefix}{c}");
             Ok(GrantRecord {
-                id: col(row, "id")?,
-                client_id: col(row, "client_id")?,
-                member_id: col(row, "member_id")?,
-                patient: col(row, "patient")?,
-                scope: col(row, "scope")?,
-                created_at: from_ts(col(row, "created_at")?)?,
-                expires_at: from_opt_ts(col(row, "expires_at")?)?,
-                revoked_at: from_opt_ts(col(row, "revoked_at")?)?,
-                data: json_col(row, "data")?,
+                id: col(row, &name("id"))?,
+                client_id: col(row, &name("client_id"))?,
+                member_id: col(row, &name("member_id"))?,
+                patient: col(row, &name("patient"))?,
+                scope: col(row, &name("scope"))?,
+                created_at: from_ts(col(row, &name("created_at"))?)?,
+                expires_at: from_opt_ts(col(row, &name("expires_at"))?)?,
+                revoked_at: from_opt_ts(col(row, &name("revoked_at"))?)?,
+                data: json_col(row, &name("data"))?,
             })
         }
 
@@ -346,23 +395,14 @@ macro_rules! impl_store {
             Ok(RefreshRotation::Rotated(grant))
         }
 
-        /// The body of `exchange_code` after the jti, inside `tx`.
+        /// The body of `exchange_code` after the claim, inside `tx`.
         async fn exchange_tx(
             tx: &mut sqlx::Transaction<'static, Db>,
             ex: &CodeExchange<'_>,
             now: time::OffsetDateTime,
+            claim: CodeClaim,
         ) -> Result<CodeExchangeOutcome, StoreError> {
-            // One statement claims the row: exactly one caller gets past it, on any backend.
-            let claimed = sqlx::query(concat!(
-                "UPDATE codes SET consumed_at = $2 \
-                 WHERE code_hash = $1 AND consumed_at IS NULL AND expires_at > $2 RETURNING ",
-                code_cols!()
-            ))
-            .bind(ex.code_hash)
-            .bind(ts(now))
-            .fetch_optional(&mut **tx)
-            .await?;
-            let Some(row) = claimed else {
+            let Some(code) = claim.code else {
                 let row = sqlx::query("SELECT grant_id, consumed_at FROM codes WHERE code_hash = $1")
                     .bind(ex.code_hash)
                     .fetch_optional(&mut **tx)
@@ -379,7 +419,6 @@ macro_rules! impl_store {
                 }
                 return Ok(CodeExchangeOutcome::AlreadyUsed { grant_id });
             };
-            let code = code_from_row(&row)?;
             if code.client_id != ex.client_id {
                 if let Some(g) = &code.grant_id {
                     revoke_grant_tx(tx, g, now).await?;
@@ -392,17 +431,10 @@ macro_rules! impl_store {
             let Some(grant_id) = code.grant_id.as_deref() else {
                 return Ok(CodeExchangeOutcome::GrantInactive);
             };
-            // Locked, so that a concurrent revocation waits for this issue (and then revokes it) or wins.
-            let grant = sqlx::query(concat!(
-                "SELECT ", grant_cols!(), " FROM grants WHERE id = $1", $for_update
-            ))
-            .bind(grant_id)
-            .fetch_optional(&mut **tx)
-            .await?
-            .as_ref()
-            .map(grant_from_row)
-            .transpose()?
-            .filter(|g| g.revoked_at.is_none() && g.expires_at.is_none_or(|e| e > now));
+            let grant = claim
+                .grant
+                .filter(|g| g.id == grant_id)
+                .filter(|g| g.revoked_at.is_none() && g.expires_at.is_none_or(|e| e > now));
             let Some(grant) = grant else { return Ok(CodeExchangeOutcome::GrantInactive) };
             let decided;
             let refresh_token = match ex.action {
@@ -1017,12 +1049,12 @@ macro_rules! impl_store {
                 now: time::OffsetDateTime,
             ) -> Result<CodeExchangeOutcome, StoreError> {
                 let mut tx = begin_write(&self.writer).await?;
-                if let Some(j) = ex.assertion_jti {
-                    if !remember_jti_tx(&mut tx, j, now).await? {
-                        return Ok(CodeExchangeOutcome::AssertionReplayed);
-                    }
+                let claim = claim_code(&mut tx, ex, now).await?;
+                if !claim.jti_fresh {
+                    // Dropping `tx` rolls the claim back.
+                    return Ok(CodeExchangeOutcome::AssertionReplayed);
                 }
-                let outcome = exchange_tx(&mut tx, ex, now).await?;
+                let outcome = exchange_tx(&mut tx, ex, now, claim).await?;
                 tx.commit().await?;
                 Ok(outcome)
             }

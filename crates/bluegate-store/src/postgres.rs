@@ -8,6 +8,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{Connection, PgPool, Pool, Postgres, Transaction};
 
+use crate::backend::CodeClaim;
+use crate::model::CodeExchange;
+
 type Db = Postgres;
 type DbRow = PgRow;
 
@@ -117,6 +120,66 @@ fn body_col(row: &DbRow, name: &str) -> Result<String, StoreError> {
 
 async fn begin_write(pool: &Pool<Db>) -> Result<Transaction<'static, Db>, StoreError> {
     Ok(pool.begin().await?)
+}
+
+/// The first step of a code exchange in one statement (one round trip): the assertion's jti, then the
+/// code's claim (only when the jti was new), then the claimed code's grant, locked (`FOR UPDATE`) so that
+/// a concurrent revocation waits for this exchange and then revokes what it issued, or wins.
+async fn claim_code(
+    tx: &mut Transaction<'static, Db>,
+    ex: &CodeExchange<'_>,
+    now: time::OffsetDateTime,
+) -> Result<CodeClaim, StoreError> {
+    macro_rules! claim_and_grant {
+        ($jti:literal, $jti_fresh:literal) => {
+            concat!(
+                "c AS (UPDATE codes SET consumed_at = $2 \
+                 WHERE code_hash = $1 AND consumed_at IS NULL AND expires_at > $2",
+                $jti,
+                " RETURNING ",
+                code_cols!(),
+                "), g AS (SELECT ",
+                grant_cols!(),
+                " FROM grants WHERE id = (SELECT grant_id FROM c) FOR UPDATE) \
+                 SELECT ",
+                $jti_fresh,
+                " AS jti_fresh, c.*, g.id AS g_id, g.client_id AS g_client_id, \
+                 g.member_id AS g_member_id, g.patient AS g_patient, g.scope AS g_scope, \
+                 g.created_at AS g_created_at, g.expires_at AS g_expires_at, \
+                 g.revoked_at AS g_revoked_at, g.data AS g_data \
+                 FROM (VALUES (1)) AS one (x) LEFT JOIN c ON TRUE LEFT JOIN g ON TRUE"
+            )
+        };
+    }
+    const WITH_JTI: &str = concat!(
+        "WITH j AS (",
+        remember_jti_sql!(),
+        " RETURNING 1), ",
+        claim_and_grant!(" AND EXISTS (SELECT 1 FROM j)", "EXISTS (SELECT 1 FROM j)")
+    );
+    const WITHOUT_JTI: &str = concat!("WITH ", claim_and_grant!("", "TRUE"));
+    let j = ex.assertion_jti;
+    let query = match j {
+        Some(j) => sqlx::query(WITH_JTI)
+            .bind(ex.code_hash)
+            .bind(crate::backend::ts(now))
+            .bind(j.issuer.as_str())
+            .bind(j.jti.as_str())
+            .bind(crate::backend::ts(j.expires_at)),
+        None => sqlx::query(WITHOUT_JTI)
+            .bind(ex.code_hash)
+            .bind(crate::backend::ts(now)),
+    };
+    let row = query.fetch_one(&mut **tx).await?;
+    let code_hash: Option<String> = col(&row, "code_hash")?;
+    let grant_id: Option<String> = col(&row, "g_id")?;
+    Ok(CodeClaim {
+        jti_fresh: col(&row, "jti_fresh")?,
+        code: code_hash.map(|_| code_from_row(&row)).transpose()?,
+        grant: grant_id
+            .map(|_| grant_from_prefixed(&row, "g_"))
+            .transpose()?,
+    })
 }
 
 impl_store!(PgStore, "postgres", for_update = " FOR UPDATE");

@@ -17,8 +17,10 @@ use sqlx::sqlite::{
 };
 use sqlx::{Pool, Sqlite, SqlitePool, Transaction};
 
+use crate::backend::CodeClaim;
 use crate::fhir::body::{frame_dictionary, lookup};
 use crate::fhir::{BodyDict, BodyEncoding, Dictionaries, ResourceType};
+use crate::model::CodeExchange;
 
 type Db = Sqlite;
 type DbRow = SqliteRow;
@@ -219,6 +221,73 @@ async fn load_dicts_for(pool: &Pool<Db>, rows: &[DbRow]) -> Result<(), StoreErro
 /// stale-snapshot SQLITE_BUSY (the busy timeout applies to `BEGIN IMMEDIATE`).
 async fn begin_write(pool: &Pool<Db>) -> Result<Transaction<'static, Db>, StoreError> {
     Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
+}
+
+/// The first step of a code exchange: the assertion's jti, the code's claim and its grant's read, sent as
+/// one batch of statements. The connection runs on a worker thread and each round trip to it costs about
+/// as much as a statement; this makes one of three. The transaction holds the write lock (`BEGIN
+/// IMMEDIATE`), so the grant read here cannot change before the commit.
+async fn claim_code(
+    tx: &mut Transaction<'static, Db>,
+    ex: &CodeExchange<'_>,
+    now: time::OffsetDateTime,
+) -> Result<CodeClaim, StoreError> {
+    use futures_util::TryStreamExt;
+    const WITH_JTI: &str = concat!(
+        remember_jti_sql!(),
+        "; ",
+        claim_code_sql!(),
+        "; ",
+        code_grant_sql!()
+    );
+    const WITHOUT_JTI: &str = concat!(claim_code_sql!(), "; ", code_grant_sql!());
+    let j = ex.assertion_jti;
+    // Several statements in one prepared query: sqlx's SQLite driver runs them in turn on its worker
+    // (sqlx marks this deprecated, for the other drivers' sake; should it change, the count of
+    // statement summaries below fails loudly, and the exchange tests with it).
+    #[allow(deprecated)]
+    let mut results = sqlx::query(if j.is_some() { WITH_JTI } else { WITHOUT_JTI })
+        .bind(ex.code_hash)
+        .bind(crate::backend::ts(now))
+        .bind(j.map(|j| j.issuer.as_str()))
+        .bind(j.map(|j| j.jti.as_str()))
+        .bind(j.map(|j| crate::backend::ts(j.expires_at)))
+        .fetch_many(&mut **tx);
+    // Each statement's rows come before its summary: counting summaries tells whose a row is.
+    let (claim_at, grant_at) = if j.is_some() { (1, 2) } else { (0, 1) };
+    let mut statement = 0;
+    let mut claim = CodeClaim {
+        jti_fresh: j.is_none(),
+        code: None,
+        grant: None,
+    };
+    while let Some(item) = results.try_next().await? {
+        match item {
+            sqlx::Either::Left(done) => {
+                if statement == 0 && j.is_some() {
+                    claim.jti_fresh = done.rows_affected() == 1;
+                }
+                statement += 1;
+            }
+            sqlx::Either::Right(row) if statement == claim_at => {
+                claim.code = Some(code_from_row(&row)?)
+            }
+            sqlx::Either::Right(row) if statement == grant_at => {
+                claim.grant = Some(grant_from_row(&row)?)
+            }
+            sqlx::Either::Right(_) => {
+                return Err(StoreError::Corrupt(
+                    "unexpected row from the code claim".into(),
+                ))
+            }
+        }
+    }
+    if statement != grant_at + 1 {
+        return Err(StoreError::Corrupt(
+            "the code claim ran only in part".into(),
+        ));
+    }
+    Ok(claim)
 }
 
 impl_store!(SqliteStore, "sqlite", for_update = "");
