@@ -54,6 +54,7 @@ impl PgStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        fhir_impl::check_param_codes(&pool).await?;
         Ok(PgStore {
             writer: pool.clone(),
             pool,

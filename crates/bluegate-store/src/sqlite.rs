@@ -71,6 +71,7 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        fhir_impl::check_param_codes(&pool).await?;
         // The writer gets a bigger page cache (the index pages an import touches stay in memory) and
         // checkpoints every 64 MB of WAL instead of 4 MB (a hot page is copied back once per
         // checkpoint, not once per batch).

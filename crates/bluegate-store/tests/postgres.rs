@@ -30,36 +30,7 @@ fn in_ci() -> bool {
 
 impl Harness {
     async fn start() -> Option<Harness> {
-        let url =
-            std::env::var("BLUEGATE_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.into());
-        let admin: PgConnectOptions = url
-            .parse()
-            .expect("BLUEGATE_TEST_DATABASE_URL is not a valid URL");
-        let admin = admin.disable_statement_logging();
-        let server = format!("{}:{}", admin.get_host(), admin.get_port());
-        let mut conn =
-            match tokio::time::timeout(Duration::from_secs(5), PgConnection::connect_with(&admin))
-                .await
-            {
-                Ok(Ok(conn)) => conn,
-                Ok(Err(e)) => return skip_or_fail(&server, &e.to_string()),
-                Err(_) => return skip_or_fail(&server, "connect timed out"),
-            };
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let db = format!(
-            "bluegate_test_{}_{}_{}",
-            std::process::id(),
-            nanos,
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
-        conn.execute(format!("CREATE DATABASE {db}").as_str())
-            .await
-            .expect("CREATE DATABASE");
-        conn.close().await.ok();
+        let (admin, db) = create_database().await?;
         let pg = PgStore::connect_with(admin.clone().database(&db), 10)
             .await
             .expect("connect to test database");
@@ -84,7 +55,43 @@ impl Harness {
     }
 }
 
-fn skip_or_fail(server: &str, why: &str) -> Option<Harness> {
+/// A new, empty database on the test server: (server connection options, its name).
+async fn create_database() -> Option<(PgConnectOptions, String)> {
+    let url = std::env::var("BLUEGATE_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.into());
+    let admin: PgConnectOptions = url
+        .parse()
+        .expect("BLUEGATE_TEST_DATABASE_URL is not a valid URL");
+    let admin = admin.disable_statement_logging();
+    let server = format!("{}:{}", admin.get_host(), admin.get_port());
+    let mut conn = match tokio::time::timeout(
+        Duration::from_secs(5),
+        PgConnection::connect_with(&admin),
+    )
+    .await
+    {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => return skip_or_fail(&server, &e.to_string()),
+        Err(_) => return skip_or_fail(&server, "connect timed out"),
+    };
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let db = format!(
+        "bluegate_test_{}_{}_{}",
+        std::process::id(),
+        nanos,
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    );
+    conn.execute(format!("CREATE DATABASE {db}").as_str())
+        .await
+        .expect("CREATE DATABASE");
+    conn.close().await.ok();
+    Some((admin, db))
+}
+
+fn skip_or_fail<T>(server: &str, why: &str) -> Option<T> {
     if in_ci() {
         panic!("PostgreSQL store suite: no server at {server} ({why}); CI is set, so this is a failure");
     }
@@ -114,4 +121,39 @@ async fn refresh_token_needs_an_existing_grant() {
     let ok = matches!(r, Err(StoreError::Database(_)));
     h.finish().await;
     assert!(ok, "{r:?}");
+}
+
+/// A database written before resources were numbered (migration 0004) keeps every resource, version
+/// and search through the migration, and goes on taking updates.
+#[tokio::test]
+async fn fhir_index_rows_survive_the_numbering_migration() {
+    let Some((admin, db)) = create_database().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let old = common::fhir::migrations_before(dir.path(), "postgres", "0004");
+    let mut conn = PgConnection::connect_with(&admin.clone().database(&db))
+        .await
+        .unwrap();
+    sqlx::migrate::Migrator::new(old.as_path())
+        .await
+        .unwrap()
+        .run(&mut conn)
+        .await
+        .unwrap();
+    for stmt in common::fhir::rows_before_numbering() {
+        conn.execute(stmt.as_str()).await.unwrap();
+    }
+    conn.close().await.ok();
+    let pg = PgStore::connect_with(admin.clone().database(&db), 4)
+        .await
+        .unwrap();
+    let h = Harness {
+        store: Arc::new(pg.clone()),
+        pg,
+        admin,
+        db,
+    };
+    common::fhir::check_after_numbering(h.store.as_ref()).await;
+    h.finish().await;
 }

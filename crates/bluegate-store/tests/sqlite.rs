@@ -461,3 +461,47 @@ async fn rebuilt_search_indexes_match_the_migrations() {
     assert_eq!(definitions().await, migrated);
     store.close().await;
 }
+
+/// A store written before resources were numbered (migration 0004) keeps every resource, version and
+/// search through the migration, and goes on taking updates.
+#[tokio::test]
+async fn fhir_index_rows_survive_the_numbering_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let opts = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true);
+    let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+    let old = common::fhir::migrations_before(dir.path(), "sqlite", "0004");
+    sqlx::migrate::Migrator::new(old.as_path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    for stmt in common::fhir::rows_before_numbering() {
+        sqlx::query(&stmt).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+    let store = SqliteStore::open(&path).await.unwrap();
+    common::fhir::check_after_numbering(&store).await;
+    store.close().await;
+}
+
+/// A database whose parameter numbers differ from this build's is refused, not searched wrongly.
+#[tokio::test]
+async fn fhir_param_numbers_must_match_the_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    sqlx::query("UPDATE fhir_params SET name = 'care-team-renamed' WHERE code = 109")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    store.close().await;
+    let err = SqliteStore::open(&path).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt(m) if m.contains("care-team") && m.contains("109")),
+        "{err:?}"
+    );
+}

@@ -113,6 +113,23 @@ impl ResourceType {
     pub fn param(self, name: &str) -> Option<&'static ParamDef> {
         self.search_params().iter().find(|p| p.name == name)
     }
+
+    /// [`ParamDef::code`] of parameter `name` (a name the extractor indexes under this type).
+    pub fn param_code(self, name: &str) -> Result<i64, ExtractError> {
+        self.param(name)
+            .map(|d| d.code)
+            .ok_or_else(|| ExtractError(format!("{self}: no search parameter {name:?}")))
+    }
+
+    /// Every parameter that has index rows, as (code, type, name): what `fhir_params` must hold.
+    pub fn indexed_params() -> impl Iterator<Item = (i64, ResourceType, &'static str)> {
+        Self::ALL.into_iter().flat_map(|rt| {
+            rt.search_params()
+                .iter()
+                .filter(|d| !matches!(d.kind, ParamKind::Id | ParamKind::LastUpdated))
+                .map(move |d| (d.code, rt, d.name))
+        })
+    }
 }
 
 impl std::fmt::Display for ResourceType {
@@ -137,22 +154,28 @@ pub enum ParamKind {
 /// One supported search parameter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ParamDef {
+    /// The parameter's number in the index tables (`fhir_params` in the database): unique across
+    /// types, never reused, so index rows need no resource type or name. Type `t` (1-based, in the
+    /// order of [`ResourceType::ALL`]) numbers its parameters `100 t + n`.
+    pub code: i64,
     pub name: &'static str,
     pub kind: ParamKind,
     /// Reference targets (resource type names); empty for other kinds.
     pub targets: &'static [&'static str],
 }
 
-const fn p(name: &'static str, kind: ParamKind) -> ParamDef {
+const fn p(code: i64, name: &'static str, kind: ParamKind) -> ParamDef {
     ParamDef {
+        code,
         name,
         kind,
         targets: &[],
     }
 }
 
-const fn r(name: &'static str, targets: &'static [&'static str]) -> ParamDef {
+const fn r(code: i64, name: &'static str, targets: &'static [&'static str]) -> ParamDef {
     ParamDef {
+        code,
         name,
         kind: ParamKind::Reference,
         targets,
@@ -160,25 +183,29 @@ const fn r(name: &'static str, targets: &'static [&'static str]) -> ParamDef {
 }
 
 const PROVIDER_TARGETS: &[&str] = &["Practitioner", "Organization", "PractitionerRole"];
-const COMMON: [ParamDef; 2] = [
-    p("_id", ParamKind::Id),
-    p("_lastUpdated", ParamKind::LastUpdated),
-];
+/// `_id` and `_lastUpdated` of type `t` (they have no index rows, but a code all the same).
+const fn common(t: i64) -> [ParamDef; 2] {
+    [
+        p(100 * t, "_id", ParamKind::Id),
+        p(100 * t + 1, "_lastUpdated", ParamKind::LastUpdated),
+    ]
+}
 
 static EOB_PARAMS: &[ParamDef] = &[
-    COMMON[0],
-    COMMON[1],
-    r("patient", &["Patient"]),
-    p("type", ParamKind::Token),
-    p("identifier", ParamKind::Token),
-    p("service-date", ParamKind::Date),
-    p("service-start-date", ParamKind::Date),
-    p("billable-period-start", ParamKind::Date),
-    r("provider", PROVIDER_TARGETS),
-    r("care-team", PROVIDER_TARGETS),
-    r("coverage", &["Coverage"]),
-    r("insurer", &["Organization"]),
+    common(1)[0],
+    common(1)[1],
+    r(102, "patient", &["Patient"]),
+    p(103, "type", ParamKind::Token),
+    p(104, "identifier", ParamKind::Token),
+    p(105, "service-date", ParamKind::Date),
+    p(106, "service-start-date", ParamKind::Date),
+    p(107, "billable-period-start", ParamKind::Date),
+    r(108, "provider", PROVIDER_TARGETS),
+    r(109, "care-team", PROVIDER_TARGETS),
+    r(110, "coverage", &["Coverage"]),
+    r(111, "insurer", &["Organization"]),
     r(
+        112,
         "payee",
         &[
             "Practitioner",
@@ -190,57 +217,57 @@ static EOB_PARAMS: &[ParamDef] = &[
     ),
 ];
 static COVERAGE_PARAMS: &[ParamDef] = &[
-    COMMON[0],
-    COMMON[1],
-    r("patient", &["Patient"]),
-    r("beneficiary", &["Patient"]),
-    r("subscriber", &["Patient", "RelatedPerson"]),
-    r("payor", &["Organization", "Patient", "RelatedPerson"]),
-    p("identifier", ParamKind::Token),
+    common(2)[0],
+    common(2)[1],
+    r(202, "patient", &["Patient"]),
+    r(203, "beneficiary", &["Patient"]),
+    r(204, "subscriber", &["Patient", "RelatedPerson"]),
+    r(205, "payor", &["Organization", "Patient", "RelatedPerson"]),
+    p(206, "identifier", ParamKind::Token),
 ];
 static PATIENT_PARAMS: &[ParamDef] = &[
-    COMMON[0],
-    COMMON[1],
-    p("identifier", ParamKind::Token),
-    p("name", ParamKind::String),
-    p("family", ParamKind::String),
-    p("given", ParamKind::String),
-    p("birthdate", ParamKind::Date),
-    p("gender", ParamKind::Token),
+    common(3)[0],
+    common(3)[1],
+    p(302, "identifier", ParamKind::Token),
+    p(303, "name", ParamKind::String),
+    p(304, "family", ParamKind::String),
+    p(305, "given", ParamKind::String),
+    p(306, "birthdate", ParamKind::Date),
+    p(307, "gender", ParamKind::Token),
 ];
 static ORGANIZATION_PARAMS: &[ParamDef] = &[
-    COMMON[0],
-    COMMON[1],
-    p("identifier", ParamKind::Token),
-    p("name", ParamKind::String),
+    common(4)[0],
+    common(4)[1],
+    p(402, "identifier", ParamKind::Token),
+    p(403, "name", ParamKind::String),
 ];
 static PRACTITIONER_PARAMS: &[ParamDef] = &[
-    COMMON[0],
-    COMMON[1],
-    p("identifier", ParamKind::Token),
-    p("name", ParamKind::String),
-    p("family", ParamKind::String),
-    p("given", ParamKind::String),
+    common(5)[0],
+    common(5)[1],
+    p(502, "identifier", ParamKind::Token),
+    p(503, "name", ParamKind::String),
+    p(504, "family", ParamKind::String),
+    p(505, "given", ParamKind::String),
 ];
 static PRACTITIONER_ROLE_PARAMS: &[ParamDef] = &[
-    COMMON[0],
-    COMMON[1],
-    p("identifier", ParamKind::Token),
-    r("practitioner", &["Practitioner"]),
-    r("organization", &["Organization"]),
+    common(6)[0],
+    common(6)[1],
+    p(602, "identifier", ParamKind::Token),
+    r(603, "practitioner", &["Practitioner"]),
+    r(604, "organization", &["Organization"]),
 ];
 static RELATED_PERSON_PARAMS: &[ParamDef] = &[
-    COMMON[0],
-    COMMON[1],
-    p("identifier", ParamKind::Token),
-    p("name", ParamKind::String),
-    r("patient", &["Patient"]),
+    common(7)[0],
+    common(7)[1],
+    p(702, "identifier", ParamKind::Token),
+    p(703, "name", ParamKind::String),
+    r(704, "patient", &["Patient"]),
 ];
 static LOCATION_PARAMS: &[ParamDef] = &[
-    COMMON[0],
-    COMMON[1],
-    p("identifier", ParamKind::Token),
-    p("name", ParamKind::String),
+    common(8)[0],
+    common(8)[1],
+    p(802, "identifier", ParamKind::Token),
+    p(803, "name", ParamKind::String),
 ];
 
 // ---------------------------------------------------------------------------------------------------
@@ -307,6 +334,8 @@ pub enum ParamValue {
 /// One parsed search parameter: its values are alternatives (OR). A query's parameters are ANDed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParsedParam {
+    /// [`ParamDef::code`].
+    pub code: i64,
     pub name: &'static str,
     pub kind: ParamKind,
     pub values: Vec<ParamValue>,
@@ -425,6 +454,7 @@ pub fn parse_param(
         });
     }
     Ok(ParsedParam {
+        code: def.code,
         name: def.name,
         kind: def.kind,
         values,

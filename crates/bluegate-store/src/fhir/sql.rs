@@ -1,7 +1,8 @@
 //! SQL text for FHIR searches and bulk writes, the same for both backends (`$N` placeholders, bound in
-//! order, never reused). Every parameter condition is an `r.id IN (SELECT ... FROM <index table> WHERE
-//! resource_type = .. AND param = .. AND ..)` served by that table's `(resource_type, param, value, id)`
-//! index; `_id` uses the primary key and `_lastUpdated` the `(resource_type, last_updated, id)` index.
+//! order, never reused). Index rows name their resource by number (`rid`) and their parameter by
+//! code ([`ParamDef::code`](super::params::ParamDef::code)), which implies the resource type. Every
+//! parameter condition reads one index table through its `(param, value..., rid)` index; `_id` uses the
+//! `(resource_type, id)` key and `_lastUpdated` the `(resource_type, last_updated, id)` index.
 
 use super::params::{DatePrefix, ParamKind, ParamValue, ParsedParam};
 use super::{SearchQuery, MAX_TOTAL};
@@ -75,27 +76,36 @@ impl Sql {
 
     /// `($a, $b, ...)` of text binds.
     pub fn text_list<'a>(&mut self, values: impl IntoIterator<Item = &'a str>) -> &mut Self {
+        self.list(values.into_iter().map(|v| Bind::Text(v.to_owned())))
+    }
+
+    /// `($a, $b, ...)` of integer binds.
+    pub fn int_list(&mut self, values: impl IntoIterator<Item = i64>) -> &mut Self {
+        self.list(values.into_iter().map(Bind::Int))
+    }
+
+    fn list(&mut self, values: impl Iterator<Item = Bind>) -> &mut Self {
         self.push("(");
-        for (i, v) in values.into_iter().enumerate() {
+        for (i, v) in values.enumerate() {
             if i > 0 {
                 self.push(", ");
             }
-            self.text_arg(v);
+            self.placeholder(v);
         }
         self.push(")")
     }
 
     /// Appends one row `($a, $b, ...)` of a multi-row VALUES list.
-    pub fn row(&mut self, first: bool, values: &[Bind]) -> &mut Self {
+    pub fn row(&mut self, first: bool, values: Vec<Bind>) -> &mut Self {
         if !first {
             self.push(",");
         }
         self.push("(");
-        for (i, v) in values.iter().enumerate() {
+        for (i, v) in values.into_iter().enumerate() {
             if i > 0 {
                 self.push(",");
             }
-            self.placeholder(v.clone());
+            self.placeholder(v);
         }
         self.push(")")
     }
@@ -170,23 +180,22 @@ fn or_values(sql: &mut Sql, values: &[ParamValue], mut each: impl FnMut(&mut Sql
     sql.push(")");
 }
 
-/// Writes `SELECT DISTINCT x.id FROM <index table> x WHERE ...` (the ids matching `p`). Not for
-/// `_lastUpdated`, which is a condition on `r` itself ([`last_updated_condition`]).
-/// With `correlated`, writes `SELECT 1 FROM ... WHERE ... AND x.id = r.id` instead (for `EXISTS`).
+/// Writes `SELECT DISTINCT x.rid FROM <index table> x WHERE ...` (the resources matching `p`). Not
+/// for `_lastUpdated`, which is a condition on `r` itself ([`last_updated_condition`]).
+/// With `correlated`, writes `SELECT 1 FROM ... WHERE x.rid = r.rid AND ...` instead (for `EXISTS`).
 fn param_subquery(sql: &mut Sql, rt: &str, p: &ParsedParam, now_ms: i64, correlated: bool) {
     let sub = |sql: &mut Sql, table: &str| {
         sql.push(if correlated {
             "SELECT 1 FROM "
         } else {
-            "SELECT DISTINCT x.id FROM "
+            "SELECT DISTINCT x.rid FROM "
         })
         .push(table)
-        .push(" x WHERE x.resource_type = ")
-        .text_arg(rt);
+        .push(" x WHERE ");
         if correlated {
-            sql.push(" AND x.id = r.id");
+            sql.push("x.rid = r.rid AND ");
         }
-        sql.push(" AND x.param = ").text_arg(p.name).push(" AND ");
+        sql.push("x.param = ").int_arg(p.code).push(" AND ");
     };
     match p.kind {
         ParamKind::Id | ParamKind::LastUpdated => {
@@ -195,11 +204,9 @@ fn param_subquery(sql: &mut Sql, rt: &str, p: &ParsedParam, now_ms: i64, correla
                 _ => None,
             });
             if correlated {
-                sql.push("SELECT 1 FROM fhir_resources x WHERE x.resource_type = ")
-                    .text_arg(rt)
-                    .push(" AND x.id = r.id AND x.id IN ");
+                sql.push("SELECT 1 FROM fhir_resources x WHERE x.rid = r.rid AND x.id IN ");
             } else {
-                sql.push("SELECT x.id FROM fhir_resources x WHERE x.resource_type = ")
+                sql.push("SELECT x.rid FROM fhir_resources x WHERE x.resource_type = ")
                     .text_arg(rt)
                     .push(" AND x.id IN ");
             }
@@ -283,18 +290,15 @@ fn last_updated_condition(sql: &mut Sql, p: &ParsedParam, now_ms: i64) {
     });
 }
 
-fn compartment_subquery(sql: &mut Sql, rt: &str, patients: &[String], correlated: bool) {
+/// The resources in the patients' compartments (of any type: the join with `r` keeps the type's).
+fn compartment_subquery(sql: &mut Sql, patients: &[String], correlated: bool) {
     sql.push(if correlated {
-        "SELECT 1 FROM fhir_compartment c WHERE c.resource_type = "
+        "SELECT 1 FROM fhir_compartment c WHERE c.rid = r.rid AND "
     } else {
-        "SELECT DISTINCT c.id FROM fhir_compartment c WHERE c.resource_type = "
+        "SELECT DISTINCT c.rid FROM fhir_compartment c WHERE "
     })
-    .text_arg(rt);
-    if correlated {
-        sql.push(" AND c.id = r.id");
-    }
-    sql.push(" AND c.patient_id IN ")
-        .text_list(patients.iter().map(String::as_str));
+    .push("c.patient_id IN ")
+    .text_list(patients.iter().map(String::as_str));
 }
 
 /// Which condition leads the plan: the most selective kind of parameter, else the compartment, else a
@@ -335,16 +339,15 @@ fn from_where(sql: &mut Sql, q: &SearchQuery, now_ms: i64) {
         Some(i) => {
             sql.push(" FROM (");
             match (i, &q.patient_compartment) {
-                (usize::MAX, Some(patients)) => compartment_subquery(sql, rt, patients, false),
+                (usize::MAX, Some(patients)) => compartment_subquery(sql, patients, false),
                 _ => {
                     if let Some(p) = q.params.get(i) {
                         param_subquery(sql, rt, p, now_ms, false);
                     }
                 }
             }
-            sql.push(") m CROSS JOIN fhir_resources r WHERE r.resource_type = ")
-                .text_arg(rt)
-                .push(" AND r.id = m.id");
+            sql.push(") m CROSS JOIN fhir_resources r WHERE r.rid = m.rid AND r.resource_type = ")
+                .text_arg(rt);
         }
         None => {
             sql.push(" FROM fhir_resources r WHERE r.resource_type = ")
@@ -372,7 +375,7 @@ fn from_where(sql: &mut Sql, q: &SearchQuery, now_ms: i64) {
             sql.push(" AND 1 = 0");
         } else if lead != Some(usize::MAX) {
             sql.push(" AND EXISTS (");
-            compartment_subquery(sql, rt, patients, true);
+            compartment_subquery(sql, patients, true);
             sql.push(")");
         }
     }
@@ -426,31 +429,38 @@ mod tests {
         let s = search_sql(&q, Some(&(5, "x".into())), 11, 0);
         assert!(
             s.text.contains(
-                " FROM (SELECT DISTINCT x.id FROM fhir_ref x WHERE x.resource_type = $1 AND x.param = $2 \
-                 AND x.target IN ($3)) m CROSS JOIN fhir_resources r WHERE r.resource_type = $4 \
-                 AND r.id = m.id AND EXISTS (SELECT 1 FROM fhir_token x WHERE x.resource_type = $5 \
-                 AND x.id = r.id AND x.param = $6"
+                " FROM (SELECT DISTINCT x.rid FROM fhir_ref x WHERE x.param = $1 \
+                 AND x.target IN ($2)) m CROSS JOIN fhir_resources r WHERE r.rid = m.rid \
+                 AND r.resource_type = $3 AND EXISTS (SELECT 1 FROM fhir_token x WHERE \
+                 x.rid = r.rid AND x.param = $4"
             ),
             "{}",
             s.text
         );
+        assert_eq!(s.binds[0], Bind::Int(102));
+        assert_eq!(s.binds[3], Bind::Int(103));
         assert!(
             s.text
-                .contains("((x.code = $7 AND x.system = $8) OR (x.code = $9))"),
+                .contains("((x.code = $5 AND x.system = $6) OR (x.code = $7))"),
+            "{}",
+            s.text
+        );
+        assert!(
+            s.text.contains("EXISTS (SELECT 1 FROM fhir_compartment c WHERE c.rid = r.rid AND c.patient_id IN ($8))"),
             "{}",
             s.text
         );
         assert!(
             s.text
-                .ends_with("ORDER BY r.last_updated DESC, r.id DESC LIMIT $15"),
+                .ends_with("ORDER BY r.last_updated DESC, r.id DESC LIMIT $12"),
             "{}",
             s.text
         );
-        assert_eq!(s.binds.len(), 15);
-        assert_eq!(s.binds[14], Bind::Int(11));
+        assert_eq!(s.binds.len(), 12);
+        assert_eq!(s.binds[11], Bind::Int(11));
         let mut p = s.clone();
         p.make_positional();
-        assert_eq!(p.text.matches('?').count(), 15);
+        assert_eq!(p.text.matches('?').count(), 12);
         assert!(!p.text.contains('$'));
     }
 }

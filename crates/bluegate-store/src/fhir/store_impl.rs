@@ -10,26 +10,23 @@ pub(crate) const INDEX_CHUNK: usize = 1000;
 /// The indexes that serve searches (the same on both backends, as created by the migrations):
 /// dropped for a first bulk load and built afterwards, see `FhirStore::defer_search_indexes`.
 pub(crate) const SEARCH_INDEXES: [(&str, &str); 5] = [
-    (
-        "fhir_token_search",
-        "fhir_token (resource_type, param, code, system, id)",
-    ),
-    (
-        "fhir_ref_search",
-        "fhir_ref (resource_type, param, target, id)",
-    ),
-    (
-        "fhir_date_search",
-        "fhir_date (resource_type, param, low, high, id)",
-    ),
-    (
-        "fhir_string_search",
-        "fhir_string (resource_type, param, value, id)",
-    ),
+    ("fhir_token_search", "fhir_token (param, code, system, rid)"),
+    ("fhir_ref_search", "fhir_ref (param, target, rid)"),
+    ("fhir_date_search", "fhir_date (param, low, high, rid)"),
+    ("fhir_string_search", "fhir_string (param, value, rid)"),
     (
         "fhir_compartment_search",
-        "fhir_compartment (patient_id, resource_type, id)",
+        "fhir_compartment (patient_id, rid)",
     ),
+];
+
+/// The index tables: each keyed by (rid, ...), the number of the resource its rows belong to.
+pub(crate) const INDEX_TABLES: [&str; 5] = [
+    "fhir_token",
+    "fhir_ref",
+    "fhir_date",
+    "fhir_string",
+    "fhir_compartment",
 ];
 
 macro_rules! impl_fhir_store {
@@ -48,7 +45,7 @@ macro_rules! impl_fhir_store {
             use $crate::fhir::params::{format_instant_ms, reference_targets, ResourceType};
             use $crate::fhir::resource::Prepared;
             use $crate::fhir::sql::{count_sql, search_sql, Bind, Sql, RESOURCE_COLS};
-            use $crate::fhir::store_impl::{INDEX_CHUNK, RESOURCE_CHUNK, SEARCH_INDEXES};
+            use $crate::fhir::store_impl::{INDEX_CHUNK, INDEX_TABLES, RESOURCE_CHUNK, SEARCH_INDEXES};
             use $crate::fhir::{
                 decode_cursor, encode_cursor, from_ms, ms, FhirStore, IncludeSpec, SearchPage,
                 SearchQuery, StoredResource, MAX_BATCH, MAX_COUNT,
@@ -102,17 +99,18 @@ macro_rules! impl_fhir_store {
                 sql
             }
 
-            /// Inserts `rows` (each `width` binds) into `table (cols)` with multi-row statements.
+            /// Inserts `rows` into `table (cols)` with multi-row statements.
             async fn insert_rows(
                 tx: &mut Transaction<'static, Db>,
                 table: &str,
                 cols: &str,
-                rows: &[Vec<Bind>],
+                rows: Vec<Vec<Bind>>,
             ) -> Result<(), StoreError> {
-                for chunk in rows.chunks(INDEX_CHUNK) {
+                let mut rows = rows.into_iter().peekable();
+                while rows.peek().is_some() {
                     let mut sql = Sql::new("INSERT INTO ");
                     sql.push(table).push(" (").push(cols).push(") VALUES ");
-                    for (i, row) in chunk.iter().enumerate() {
+                    for (i, row) in rows.by_ref().take(INDEX_CHUNK).enumerate() {
                         sql.row(i == 0, row);
                     }
                     query(&mut sql)
@@ -136,11 +134,11 @@ macro_rules! impl_fhir_store {
                 for p in chunk {
                     groups.entry(p.rt).or_default().push(p.id.as_str());
                 }
-                // Current versions (row-locked on PostgreSQL).
-                let mut current: HashMap<(ResourceType, String), i64> = HashMap::new();
+                // Current versions and resource numbers (row-locked on PostgreSQL).
+                let mut current: HashMap<(ResourceType, String), (i64, i64)> = HashMap::new();
                 for (rt, ids) in &groups {
                     let mut sql = by_type_sql(
-                        "SELECT id, version_id FROM fhir_resources",
+                        "SELECT rid, id, version_id FROM fhir_resources",
                         *rt,
                         ids,
                         $for_update,
@@ -151,7 +149,8 @@ macro_rules! impl_fhir_store {
                     {
                         let id: String = col(&row, "id")?;
                         let v: i64 = col(&row, "version_id")?;
-                        current.insert((*rt, id), v);
+                        let rid: i64 = col(&row, "rid")?;
+                        current.insert((*rt, id), (v, rid));
                     }
                 }
                 // Updated resources: keep the old version for vread, drop its index rows.
@@ -177,27 +176,25 @@ macro_rules! impl_fhir_store {
                         query(&mut sql)
                             .execute(&mut **tx)
                             .await?;
-                        for table in [
-                            "fhir_token",
-                            "fhir_ref",
-                            "fhir_date",
-                            "fhir_string",
-                            "fhir_compartment",
-                        ] {
-                            let mut sql = by_type_sql(&format!("DELETE FROM {table}"), *rt, &updated, "");
-                            query(&mut sql)
-                                .execute(&mut **tx)
-                                .await?;
-                        }
+                    }
+                    let rids: Vec<i64> = current.values().map(|(_, rid)| *rid).collect();
+                    for table in INDEX_TABLES {
+                        let mut sql = Sql::new("DELETE FROM ");
+                        sql.push(table).push(" WHERE rid IN ").int_list(rids.iter().copied());
+                        query(&mut sql)
+                            .execute(&mut **tx)
+                            .await?;
                     }
                 }
-                // The resources themselves: insert, or update guarded by the version just read.
+                // The resources themselves: insert, or update guarded by the version just read. Each
+                // keeps its number (`rid`) for life; new ones are numbered in order.
                 let mut out = Vec::with_capacity(chunk.len());
                 let mut sql = Sql::new("INSERT INTO fhir_resources (");
                 sql.push(RESOURCE_COLS).push(") VALUES ");
                 let last_updated = from_ms(lu_ms)?;
                 for (i, p) in chunk.iter().enumerate() {
-                    let version = current.get(&(p.rt, p.id.clone())).copied().unwrap_or(0) + 1;
+                    let version =
+                        current.get(&(p.rt, p.id.clone())).map_or(0, |(v, _)| *v) + 1;
                     // A first version rendered ahead (by an import's reading thread) is used as is.
                     let (row_ms, body) = match &p.ahead {
                         Some(a) if version == 1 && !collect => (a.lu_ms, a.body.clone()),
@@ -217,7 +214,7 @@ macro_rules! impl_fhir_store {
                     };
                     sql.row(
                         i == 0,
-                        &[
+                        vec![
                             Bind::Static(p.rt.as_str()),
                             Bind::Text(p.id.clone()),
                             Bind::Int(version),
@@ -229,60 +226,97 @@ macro_rules! impl_fhir_store {
                 sql.push(
                     " ON CONFLICT (resource_type, id) DO UPDATE SET version_id = excluded.version_id, \
                      last_updated = excluded.last_updated, json = excluded.json \
-                     WHERE fhir_resources.version_id = excluded.version_id - 1",
+                     WHERE fhir_resources.version_id = excluded.version_id - 1 \
+                     RETURNING rid, resource_type, id",
                 );
-                let written = query(&mut sql)
-                    .execute(&mut **tx)
-                    .await?
-                    .rows_affected();
-                if written != chunk.len() as u64 {
+                let written = query(&mut sql).fetch_all(&mut **tx).await?;
+                if written.len() != chunk.len() {
                     return Err(StoreError::Conflict(
                         "resource changed concurrently; retry".into(),
                     ));
                 }
-                // Index rows, resource by resource in (type, id) order, the leading columns of each
-                // index table's primary key, so consecutive inserts land on neighbouring B-tree pages.
-                let mut order: Vec<&Prepared<'_>> = chunk.iter().collect();
-                order.sort_by(|a, b| (a.rt.as_str(), &a.id).cmp(&(b.rt.as_str(), &b.id)));
+                let mut rids: HashMap<(ResourceType, String), i64> =
+                    HashMap::with_capacity(written.len());
+                for row in &written {
+                    let rt: String = col(row, "resource_type")?;
+                    let rt = ResourceType::parse(&rt).ok_or_else(|| {
+                        StoreError::Corrupt(format!("unknown resource type {rt:?}"))
+                    })?;
+                    rids.insert((rt, col(row, "id")?), col(row, "rid")?);
+                }
+                // Index rows in resource-number order, the leading column of each index table's key,
+                // so a first import appends to them.
+                let mut order: Vec<(i64, &Prepared<'_>)> = Vec::with_capacity(chunk.len());
+                for p in chunk {
+                    let rid = rids.get(&(p.rt, p.id.clone())).copied().ok_or_else(|| {
+                        StoreError::Database(format!("{}/{} was not numbered", p.rt, p.id))
+                    })?;
+                    order.push((rid, p));
+                }
+                order.sort_by_key(|(rid, _)| *rid);
                 let (mut tokens, mut refs, mut dates, mut strings, mut comps) =
                     (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-                for p in order {
-                    let rt = || Bind::Static(p.rt.as_str());
-                    let id = || Bind::Text(p.id.clone());
-                    for (param, system, code) in &p.index.tokens {
+                for (rid, p) in order {
+                    let code = |param: &str| {
+                        p.rt.param_code(param).map(Bind::Int).map_err(|e| StoreError::Invalid(e.0))
+                    };
+                    for (param, system, c) in &p.index.tokens {
                         tokens.push(vec![
-                            rt(),
-                            id(),
-                            Bind::Static(param),
+                            Bind::Int(rid),
+                            code(param)?,
                             Bind::Text(system.clone()),
-                            Bind::Text(code.clone()),
+                            Bind::Text(c.clone()),
                         ]);
                     }
                     for (param, target) in &p.index.references {
-                        refs.push(vec![rt(), id(), Bind::Static(param), Bind::Text(target.clone())]);
+                        refs.push(vec![Bind::Int(rid), code(param)?, Bind::Text(target.clone())]);
                     }
                     for (param, low, high) in &p.index.dates {
                         dates.push(vec![
-                            rt(),
-                            id(),
-                            Bind::Static(param),
+                            Bind::Int(rid),
+                            code(param)?,
                             Bind::Int(*low),
                             Bind::Int(*high),
                         ]);
                     }
                     for (param, value) in &p.index.strings {
-                        strings.push(vec![rt(), id(), Bind::Static(param), Bind::Text(value.clone())]);
+                        strings.push(vec![Bind::Int(rid), code(param)?, Bind::Text(value.clone())]);
                     }
                     for patient in &p.index.patients {
-                        comps.push(vec![rt(), id(), Bind::Text(patient.clone())]);
+                        comps.push(vec![Bind::Int(rid), Bind::Text(patient.clone())]);
                     }
                 }
-                insert_rows(tx, "fhir_token", "resource_type, id, param, system, code", &tokens).await?;
-                insert_rows(tx, "fhir_ref", "resource_type, id, param, target", &refs).await?;
-                insert_rows(tx, "fhir_date", "resource_type, id, param, low, high", &dates).await?;
-                insert_rows(tx, "fhir_string", "resource_type, id, param, value", &strings).await?;
-                insert_rows(tx, "fhir_compartment", "resource_type, id, patient_id", &comps).await?;
+                insert_rows(tx, "fhir_token", "rid, param, system, code", tokens).await?;
+                insert_rows(tx, "fhir_ref", "rid, param, target", refs).await?;
+                insert_rows(tx, "fhir_date", "rid, param, low, high", dates).await?;
+                insert_rows(tx, "fhir_string", "rid, param, value", strings).await?;
+                insert_rows(tx, "fhir_compartment", "rid, patient_id", comps).await?;
                 Ok(out)
+            }
+
+            /// Checks that the database numbers the search parameters as this build does
+            /// (`fhir_params`, written by the migrations): index rows written under other numbers
+            /// would be found by the wrong searches.
+            pub(super) async fn check_param_codes(pool: &sqlx::Pool<Db>) -> Result<(), StoreError> {
+                let rows = sqlx::query("SELECT code, resource_type, name FROM fhir_params")
+                    .fetch_all(pool)
+                    .await?;
+                let mut stored: HashMap<i64, (String, String)> = HashMap::new();
+                for row in &rows {
+                    stored.insert(col(row, "code")?, (col(row, "resource_type")?, col(row, "name")?));
+                }
+                for (code, rt, name) in ResourceType::indexed_params() {
+                    match stored.get(&code) {
+                        Some((t, n)) if t == rt.as_str() && n == name => {}
+                        other => {
+                            return Err(StoreError::Corrupt(format!(
+                                "search parameter {rt}.{name} is number {code} in this build but \
+                                 {other:?} in the database's fhir_params"
+                            )))
+                        }
+                    }
+                }
+                Ok(())
             }
 
             /// The resources in `rows`, after loading any dictionary their texts need that this
@@ -614,8 +648,9 @@ macro_rules! impl_fhir_store {
                     id: &str,
                 ) -> Result<Vec<String>, StoreError> {
                     let rows = sqlx::query(
-                        "SELECT patient_id FROM fhir_compartment WHERE resource_type = $1 AND id = $2 \
-                         ORDER BY patient_id",
+                        "SELECT c.patient_id FROM fhir_resources r \
+                         JOIN fhir_compartment c ON c.rid = r.rid \
+                         WHERE r.resource_type = $1 AND r.id = $2 ORDER BY c.patient_id",
                     )
                     .bind(resource_type.as_str())
                     .bind(id)

@@ -1230,3 +1230,116 @@ pub async fn concurrent_fhir_updates(store: std::sync::Arc<dyn Store>) {
         set(&["hot"])
     );
 }
+
+/// A copy of the `backend`'s migrations older than `before`, in a folder under `dir` (for a database
+/// as an earlier release left it).
+pub fn migrations_before(dir: &std::path::Path, backend: &str, before: &str) -> std::path::PathBuf {
+    let old = dir.join(format!("{backend}-migrations-before-{before}"));
+    std::fs::create_dir_all(&old).unwrap();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend);
+    for f in std::fs::read_dir(&src).unwrap() {
+        let f = f.unwrap();
+        let name = f.file_name().into_string().unwrap();
+        if name.as_str() < before {
+            std::fs::copy(f.path(), old.join(&name)).unwrap();
+        }
+    }
+    old
+}
+
+const OLD_PATIENT: &str = r#"{"resourceType":"Patient","id":"p1","meta":{"versionId":"1","lastUpdated":"2024-01-01T00:00:00.000Z"},"name":[{"family":"Example"}],"birthDate":"1980-02-03"}"#;
+const OLD_EOB: &str = r#"{"resourceType":"ExplanationOfBenefit","id":"e1","meta":{"versionId":"2","lastUpdated":"2024-01-02T00:00:00.000Z"},"patient":{"reference":"Patient/p1"},"total":[{"amount":{"value":12.50}}]}"#;
+const OLD_EOB_V1: &str = r#"{"resourceType":"ExplanationOfBenefit","id":"e1","meta":{"versionId":"1","lastUpdated":"2024-01-01T00:00:00.000Z"},"patient":{"reference":"Patient/p1"}}"#;
+
+/// Resources and their index rows as the schema before migration 0004 kept them (texts
+/// uncompressed, as a store written before compression holds them).
+pub fn rows_before_numbering() -> Vec<String> {
+    vec![
+        format!("INSERT INTO fhir_resources VALUES ('Patient', 'p1', 1, 1704067200000, '{OLD_PATIENT}')"),
+        format!("INSERT INTO fhir_resources VALUES ('ExplanationOfBenefit', 'e1', 2, 1704153600000, '{OLD_EOB}')"),
+        format!("INSERT INTO fhir_history VALUES ('ExplanationOfBenefit', 'e1', 1, 1704067200000, '{OLD_EOB_V1}')"),
+        "INSERT INTO fhir_string VALUES ('Patient', 'p1', 'family', 'example'), ('Patient', 'p1', 'name', 'example')".into(),
+        "INSERT INTO fhir_date VALUES ('Patient', 'p1', 'birthdate', 318384000000, 318470399999)".into(),
+        "INSERT INTO fhir_ref VALUES ('ExplanationOfBenefit', 'e1', 'patient', 'Patient/p1')".into(),
+        "INSERT INTO fhir_token VALUES ('Patient', 'p1', 'identifier', 'urn:x', 'A1')".into(),
+        "INSERT INTO fhir_compartment VALUES ('Patient', 'p1', 'p1'), ('ExplanationOfBenefit', 'e1', 'p1')".into(),
+    ]
+}
+
+/// What [`rows_before_numbering`] must still find after the migrations, and updates on top.
+pub async fn check_after_numbering(store: &dyn Store) {
+    let search = |rt: ResourceType, name: &str, value: &str| {
+        let mut q = SearchQuery::new(rt);
+        q.params.push(parse_param(rt, name, value).unwrap());
+        q
+    };
+    let ids = |page: bluegate_store::fhir::SearchPage| {
+        page.resources.into_iter().map(|r| r.id).collect::<Vec<_>>()
+    };
+    let eob = ResourceType::ExplanationOfBenefit;
+    let pat = ResourceType::Patient;
+    assert_eq!(
+        ids(store.search(&search(eob, "patient", "p1")).await.unwrap()),
+        ["e1"]
+    );
+    assert_eq!(
+        ids(store.search(&search(pat, "family", "exa")).await.unwrap()),
+        ["p1"]
+    );
+    assert_eq!(
+        ids(store
+            .search(&search(pat, "birthdate", "1980"))
+            .await
+            .unwrap()),
+        ["p1"]
+    );
+    assert_eq!(
+        ids(store
+            .search(&search(pat, "identifier", "urn:x|A1"))
+            .await
+            .unwrap()),
+        ["p1"]
+    );
+    // Parameter numbers imply the type: an EOB search never finds the Patient's rows.
+    assert!(ids(store
+        .search(&search(eob, "identifier", "A1"))
+        .await
+        .unwrap())
+    .is_empty());
+    let mut in_compartment = SearchQuery::new(eob);
+    in_compartment.patient_compartment = Some(vec!["p1".into()]);
+    assert_eq!(ids(store.search(&in_compartment).await.unwrap()), ["e1"]);
+    assert_eq!(store.compartment_patients(eob, "e1").await.unwrap(), ["p1"]);
+    // Texts and versions as they were.
+    let e1 = store.read(eob, "e1").await.unwrap().unwrap();
+    assert_eq!((e1.version_id, e1.json.as_str()), (2, OLD_EOB));
+    assert_eq!(
+        store.vread(eob, "e1", 1).await.unwrap().unwrap().json,
+        OLD_EOB_V1
+    );
+    // An update replaces the migrated index rows; a new resource gets its own.
+    let now = time::OffsetDateTime::now_utc();
+    store
+        .put_resource(r#"{"resourceType":"ExplanationOfBenefit","id":"e1","patient":{"reference":"Patient/p2"}}"#, now)
+        .await
+        .unwrap();
+    store
+        .put_resource(r#"{"resourceType":"ExplanationOfBenefit","id":"e2","patient":{"reference":"Patient/p1"}}"#, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(store.search(&search(eob, "patient", "p1")).await.unwrap()),
+        ["e2"]
+    );
+    assert_eq!(
+        ids(store.search(&search(eob, "patient", "p2")).await.unwrap()),
+        ["e1"]
+    );
+    assert_eq!(store.compartment_patients(eob, "e1").await.unwrap(), ["p2"]);
+    assert_eq!(
+        store.vread(eob, "e1", 2).await.unwrap().unwrap().json,
+        OLD_EOB
+    );
+}

@@ -2,7 +2,7 @@
 //! `tests/sqlite.rs` and `tests/postgres.rs` expand [`all_conformance_tests!`] with their own `Harness`.
 #![allow(dead_code)]
 
-mod fhir;
+pub mod fhir;
 
 pub use fhir::*;
 
