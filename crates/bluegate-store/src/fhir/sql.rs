@@ -96,7 +96,7 @@ impl Sql {
     }
 
     /// Appends one row `($a, $b, ...)` of a multi-row VALUES list.
-    pub fn row(&mut self, first: bool, values: Vec<Bind>) -> &mut Self {
+    pub fn row(&mut self, first: bool, values: impl IntoIterator<Item = Bind>) -> &mut Self {
         if !first {
             self.push(",");
         }
@@ -108,6 +108,36 @@ impl Sql {
             self.placeholder(v);
         }
         self.push(")")
+    }
+}
+
+/// Multi-row `INSERT`s into one table, at most `per_statement` rows each, built row by row.
+pub(crate) struct Inserts {
+    head: String,
+    per_statement: usize,
+    rows: usize,
+    pub statements: Vec<Sql>,
+}
+
+impl Inserts {
+    pub fn new(table: &str, cols: &str, per_statement: usize) -> Self {
+        Inserts {
+            head: format!("INSERT INTO {table} ({cols}) VALUES "),
+            per_statement: per_statement.max(1),
+            rows: 0,
+            statements: Vec::new(),
+        }
+    }
+
+    pub fn row(&mut self, values: impl IntoIterator<Item = Bind>) {
+        let first = self.rows.is_multiple_of(self.per_statement);
+        if first {
+            self.statements.push(Sql::new(&self.head));
+        }
+        if let Some(sql) = self.statements.last_mut() {
+            sql.row(first, values);
+        }
+        self.rows += 1;
     }
 }
 
@@ -418,6 +448,27 @@ pub(crate) fn count_sql(q: &SearchQuery, now_ms: i64) -> Sql {
 mod tests {
     use super::*;
     use crate::fhir::params::{parse_param, ResourceType};
+
+    #[test]
+    fn inserts_split_into_statements() {
+        let mut ins = Inserts::new("t", "a, b", 2);
+        for i in 0..5 {
+            ins.row([Bind::Int(i), Bind::Text(format!("v{i}"))]);
+        }
+        let texts: Vec<&str> = ins.statements.iter().map(|s| s.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "INSERT INTO t (a, b) VALUES ($1,$2),($3,$4)",
+                "INSERT INTO t (a, b) VALUES ($1,$2),($3,$4)",
+                "INSERT INTO t (a, b) VALUES ($1,$2)",
+            ]
+        );
+        assert_eq!(
+            ins.statements[2].binds,
+            [Bind::Int(4), Bind::Text("v4".into())]
+        );
+    }
 
     #[test]
     fn search_sql_shape() {

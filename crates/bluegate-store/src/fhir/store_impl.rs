@@ -44,7 +44,7 @@ macro_rules! impl_fhir_store {
             use $crate::fhir::body::{encode, BodyDict, BodyEncoding};
             use $crate::fhir::params::{format_instant_ms, reference_targets, ResourceType};
             use $crate::fhir::resource::Prepared;
-            use $crate::fhir::sql::{count_sql, search_sql, Bind, Sql, RESOURCE_COLS};
+            use $crate::fhir::sql::{count_sql, search_sql, Bind, Inserts, Sql, RESOURCE_COLS};
             use $crate::fhir::store_impl::{INDEX_CHUNK, INDEX_TABLES, RESOURCE_CHUNK, SEARCH_INDEXES};
             use $crate::fhir::{
                 decode_cursor, encode_cursor, from_ms, ms, FhirStore, IncludeSpec, SearchPage,
@@ -54,25 +54,23 @@ macro_rules! impl_fhir_store {
 
             type Query<'q> = sqlx::query::Query<'q, Db, <Db as Database>::Arguments<'q>>;
 
-            fn bind_all<'q>(mut q: Query<'q>, binds: &'q [Bind]) -> Query<'q> {
-                for b in binds {
-                    q = match b {
-                        Bind::Text(s) => q.bind(s.as_str()),
-                        Bind::Static(s) => q.bind(*s),
-                        Bind::Int(i) => q.bind(*i),
-                        Bind::Blob(b) => q.bind(b.as_slice()),
-                    };
-                }
-                q
-            }
-
-            /// The statement with its binds. SQLite gets anonymous `?` placeholders: looking up `$N`
-            /// names is linear per parameter in SQLite, so quadratic for multi-row statements.
+            /// The statement with its binds, which it takes over (texts and blobs are handed to the
+            /// driver, not copied). SQLite gets anonymous `?` placeholders: looking up `$N` names is
+            /// linear per parameter in SQLite, so quadratic for multi-row statements.
             fn query(sql: &mut Sql) -> Query<'_> {
                 if $positional {
                     sql.make_positional();
                 }
-                bind_all(sqlx::query(&sql.text), &sql.binds)
+                let mut q = sqlx::query(&sql.text);
+                for b in std::mem::take(&mut sql.binds) {
+                    q = match b {
+                        Bind::Text(s) => q.bind(s),
+                        Bind::Static(s) => q.bind(s),
+                        Bind::Int(i) => q.bind(i),
+                        Bind::Blob(b) => q.bind(b),
+                    };
+                }
+                q
             }
 
             fn resource_from_row(row: &DbRow) -> Result<StoredResource, StoreError> {
@@ -99,39 +97,18 @@ macro_rules! impl_fhir_store {
                 sql
             }
 
-            /// Inserts `rows` into `table (cols)` with multi-row statements.
-            async fn insert_rows(
-                tx: &mut Transaction<'static, Db>,
-                table: &str,
-                cols: &str,
-                rows: Vec<Vec<Bind>>,
-            ) -> Result<(), StoreError> {
-                let mut rows = rows.into_iter().peekable();
-                while rows.peek().is_some() {
-                    let mut sql = Sql::new("INSERT INTO ");
-                    sql.push(table).push(" (").push(cols).push(") VALUES ");
-                    for (i, row) in rows.by_ref().take(INDEX_CHUNK).enumerate() {
-                        sql.row(i == 0, row);
-                    }
-                    query(&mut sql)
-                        .execute(&mut **tx)
-                        .await?;
-                }
-                Ok(())
-            }
-
             /// Writes resources with distinct (type, id) in one go: new versions, history, index rows.
             /// With `collect`, returns the stored resources; else an empty list.
             async fn write_chunk(
                 tx: &mut Transaction<'static, Db>,
-                chunk: &[Prepared<'_>],
+                chunk: &mut [Prepared<'_>],
                 lu_ms: i64,
                 lu_text: &str,
                 encoding: BodyEncoding,
                 collect: bool,
             ) -> Result<Vec<StoredResource>, StoreError> {
                 let mut groups: BTreeMap<ResourceType, Vec<&str>> = BTreeMap::new();
-                for p in chunk {
+                for p in chunk.iter() {
                     groups.entry(p.rt).or_default().push(p.id.as_str());
                 }
                 // Current versions and resource numbers (row-locked on PostgreSQL).
@@ -192,13 +169,14 @@ macro_rules! impl_fhir_store {
                 let mut sql = Sql::new("INSERT INTO fhir_resources (");
                 sql.push(RESOURCE_COLS).push(") VALUES ");
                 let last_updated = from_ms(lu_ms)?;
-                for (i, p) in chunk.iter().enumerate() {
+                for (i, p) in chunk.iter_mut().enumerate() {
                     let version =
                         current.get(&(p.rt, p.id.clone())).map_or(0, |(v, _)| *v) + 1;
                     // A first version rendered ahead (by an import's reading thread) is used as is.
-                    let (row_ms, body) = match &p.ahead {
-                        Some(a) if version == 1 && !collect => (a.lu_ms, a.body.clone()),
-                        _ => {
+                    let ahead = if version == 1 && !collect { p.ahead.take() } else { None };
+                    let (row_ms, body) = match ahead {
+                        Some(a) => (a.lu_ms, a.body),
+                        None => {
                             let json = p.render(version, lu_text);
                             if collect {
                                 out.push(StoredResource {
@@ -214,7 +192,7 @@ macro_rules! impl_fhir_store {
                     };
                     sql.row(
                         i == 0,
-                        vec![
+                        [
                             Bind::Static(p.rt.as_str()),
                             Bind::Text(p.id.clone()),
                             Bind::Int(version),
@@ -245,52 +223,48 @@ macro_rules! impl_fhir_store {
                     rids.insert((rt, col(row, "id")?), col(row, "rid")?);
                 }
                 // Index rows in resource-number order, the leading column of each index table's key,
-                // so a first import appends to them.
-                let mut order: Vec<(i64, &Prepared<'_>)> = Vec::with_capacity(chunk.len());
-                for p in chunk {
+                // so a first import appends to them. The rows take the resources' values over.
+                let mut order: Vec<(i64, usize)> = Vec::with_capacity(chunk.len());
+                for (i, p) in chunk.iter().enumerate() {
                     let rid = rids.get(&(p.rt, p.id.clone())).copied().ok_or_else(|| {
                         StoreError::Database(format!("{}/{} was not numbered", p.rt, p.id))
                     })?;
-                    order.push((rid, p));
+                    order.push((rid, i));
                 }
-                order.sort_by_key(|(rid, _)| *rid);
-                let (mut tokens, mut refs, mut dates, mut strings, mut comps) =
-                    (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-                for (rid, p) in order {
+                order.sort_unstable();
+                let mut tokens = Inserts::new("fhir_token", "rid, param, system, code", INDEX_CHUNK);
+                let mut refs = Inserts::new("fhir_ref", "rid, param, target", INDEX_CHUNK);
+                let mut dates = Inserts::new("fhir_date", "rid, param, low, high", INDEX_CHUNK);
+                let mut strings = Inserts::new("fhir_string", "rid, param, value", INDEX_CHUNK);
+                let mut comps = Inserts::new("fhir_compartment", "rid, patient_id", INDEX_CHUNK);
+                for (rid, i) in order {
+                    let p = &mut chunk[i];
+                    let rt = p.rt;
                     let code = |param: &str| {
-                        p.rt.param_code(param).map(Bind::Int).map_err(|e| StoreError::Invalid(e.0))
+                        rt.param_code(param).map(Bind::Int).map_err(|e| StoreError::Invalid(e.0))
                     };
-                    for (param, system, c) in &p.index.tokens {
-                        tokens.push(vec![
-                            Bind::Int(rid),
-                            code(param)?,
-                            Bind::Text(system.clone()),
-                            Bind::Text(c.clone()),
-                        ]);
+                    let index = std::mem::take(&mut p.index);
+                    for (param, system, c) in index.tokens {
+                        tokens.row([Bind::Int(rid), code(param)?, Bind::Text(system), Bind::Text(c)]);
                     }
-                    for (param, target) in &p.index.references {
-                        refs.push(vec![Bind::Int(rid), code(param)?, Bind::Text(target.clone())]);
+                    for (param, target) in index.references {
+                        refs.row([Bind::Int(rid), code(param)?, Bind::Text(target)]);
                     }
-                    for (param, low, high) in &p.index.dates {
-                        dates.push(vec![
-                            Bind::Int(rid),
-                            code(param)?,
-                            Bind::Int(*low),
-                            Bind::Int(*high),
-                        ]);
+                    for (param, low, high) in index.dates {
+                        dates.row([Bind::Int(rid), code(param)?, Bind::Int(low), Bind::Int(high)]);
                     }
-                    for (param, value) in &p.index.strings {
-                        strings.push(vec![Bind::Int(rid), code(param)?, Bind::Text(value.clone())]);
+                    for (param, value) in index.strings {
+                        strings.row([Bind::Int(rid), code(param)?, Bind::Text(value)]);
                     }
-                    for patient in &p.index.patients {
-                        comps.push(vec![Bind::Int(rid), Bind::Text(patient.clone())]);
+                    for patient in index.patients {
+                        comps.row([Bind::Int(rid), Bind::Text(patient)]);
                     }
                 }
-                insert_rows(tx, "fhir_token", "rid, param, system, code", tokens).await?;
-                insert_rows(tx, "fhir_ref", "rid, param, target", refs).await?;
-                insert_rows(tx, "fhir_date", "rid, param, low, high", dates).await?;
-                insert_rows(tx, "fhir_string", "rid, param, value", strings).await?;
-                insert_rows(tx, "fhir_compartment", "rid, patient_id", comps).await?;
+                for table in [tokens, refs, dates, strings, comps] {
+                    for mut sql in table.statements {
+                        query(&mut sql).execute(&mut **tx).await?;
+                    }
+                }
                 Ok(out)
             }
 
@@ -366,7 +340,7 @@ macro_rules! impl_fhir_store {
             /// repeat starts a new chunk, so later versions follow earlier ones).
             async fn write_all(
                 pool: &sqlx::Pool<Db>,
-                prepared: &[Prepared<'_>],
+                prepared: &mut [Prepared<'_>],
                 now: OffsetDateTime,
                 encoding: BodyEncoding,
                 collect: bool,
@@ -392,7 +366,7 @@ macro_rules! impl_fhir_store {
                         continue;
                     }
                     out.extend(
-                        write_chunk(&mut tx, &prepared[range], lu_ms, &lu_text, encoding, collect).await?,
+                        write_chunk(&mut tx, &mut prepared[range], lu_ms, &lu_text, encoding, collect).await?,
                     );
                 }
                 tx.commit().await?;
@@ -406,7 +380,7 @@ macro_rules! impl_fhir_store {
                     json_text: &str,
                     now: OffsetDateTime,
                 ) -> Result<StoredResource, StoreError> {
-                    let prepared =
+                    let mut prepared =
                         Prepared::parse(json_text).map_err(|e| StoreError::Invalid(e.0))?;
                     let lu_ms = ms(now);
                     let lu_text = format_instant_ms(lu_ms);
@@ -414,7 +388,7 @@ macro_rules! impl_fhir_store {
                     let mut out =
                         write_chunk(
                             &mut tx,
-                            std::slice::from_ref(&prepared),
+                            std::slice::from_mut(&mut prepared),
                             lu_ms,
                             &lu_text,
                             self.body_encoding(),
@@ -436,7 +410,7 @@ macro_rules! impl_fhir_store {
                             "at most {MAX_BATCH} resources per batch"
                         )));
                     }
-                    let prepared = json_texts
+                    let mut prepared = json_texts
                         .iter()
                         .enumerate()
                         .map(|(i, t)| {
@@ -444,7 +418,7 @@ macro_rules! impl_fhir_store {
                                 .map_err(|e| StoreError::Invalid(format!("resource #{i}: {}", e.0)))
                         })
                         .collect::<Result<Vec<_>, _>>()?;
-                    write_all(&self.writer, &prepared, now, self.body_encoding(), true).await
+                    write_all(&self.writer, &mut prepared, now, self.body_encoding(), true).await
                 }
 
                 fn body_encoding(&self) -> BodyEncoding {
@@ -469,8 +443,9 @@ macro_rules! impl_fhir_store {
                             "at most {MAX_BATCH} resources per batch"
                         )));
                     }
-                    let prepared: Vec<Prepared<'static>> = batch.into_iter().map(|p| p.0).collect();
-                    write_all(&self.writer, &prepared, now, self.body_encoding(), false).await?;
+                    let mut prepared: Vec<Prepared<'static>> =
+                        batch.into_iter().map(|p| p.0).collect();
+                    write_all(&self.writer, &mut prepared, now, self.body_encoding(), false).await?;
                     Ok(prepared.len() as u64)
                 }
 
