@@ -87,6 +87,77 @@ fn json_col(row: &DbRow, name: &str) -> Result<serde_json::Value, StoreError> {
 /// half the speed by 45,000 resources, and slowed down further as the store grew.
 const FHIR_WRITE_SETUP: Option<&str> = Some("SET LOCAL plan_cache_mode = force_custom_plan");
 
+/// A write's index rows, one `INSERT ... SELECT FROM UNNEST(arrays)` per table: the statement text is
+/// the same whatever the number of rows (prepared once per connection, not parsed and planned again
+/// for every batch as a multi-row `VALUES` list with thousands of placeholders is).
+async fn insert_index_rows(
+    tx: &mut Transaction<'static, Postgres>,
+    rows: crate::fhir::sql::IndexRows,
+) -> Result<(), StoreError> {
+    let (rid, param, system, code) = rows.token;
+    if !rid.is_empty() {
+        sqlx::query(
+            "INSERT INTO fhir_token (rid, param, system, code) \
+             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[])",
+        )
+        .bind(rid)
+        .bind(param)
+        .bind(system)
+        .bind(code)
+        .execute(&mut **tx)
+        .await?;
+    }
+    let (rid, param, target) = rows.reference;
+    if !rid.is_empty() {
+        sqlx::query(
+            "INSERT INTO fhir_ref (rid, param, target) \
+             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[])",
+        )
+        .bind(rid)
+        .bind(param)
+        .bind(target)
+        .execute(&mut **tx)
+        .await?;
+    }
+    let (rid, param, low, high) = rows.date;
+    if !rid.is_empty() {
+        sqlx::query(
+            "INSERT INTO fhir_date (rid, param, low, high) \
+             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[])",
+        )
+        .bind(rid)
+        .bind(param)
+        .bind(low)
+        .bind(high)
+        .execute(&mut **tx)
+        .await?;
+    }
+    let (rid, param, value) = rows.string;
+    if !rid.is_empty() {
+        sqlx::query(
+            "INSERT INTO fhir_string (rid, param, value) \
+             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[])",
+        )
+        .bind(rid)
+        .bind(param)
+        .bind(value)
+        .execute(&mut **tx)
+        .await?;
+    }
+    let (rid, patient) = rows.compartment;
+    if !rid.is_empty() {
+        sqlx::query(
+            "INSERT INTO fhir_compartment (rid, patient_id) \
+             SELECT * FROM UNNEST($1::bigint[], $2::text[])",
+        )
+        .bind(rid)
+        .bind(patient)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
 /// Whether an index named `$1` exists in the current schema.
 const INDEX_EXISTS: &str = "SELECT 1 WHERE to_regclass($1) IS NOT NULL";
 

@@ -138,6 +138,17 @@ fn json_col(row: &DbRow, name: &str) -> Result<serde_json::Value, StoreError> {
     serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("column {name}: {e}")))
 }
 
+/// A write's index rows as multi-row `INSERT`s (binding each value costs SQLite little).
+async fn insert_index_rows(
+    tx: &mut Transaction<'static, Sqlite>,
+    rows: crate::fhir::sql::IndexRows,
+) -> Result<(), StoreError> {
+    for mut sql in rows.into_inserts(crate::fhir::store_impl::INDEX_CHUNK) {
+        fhir_impl::query(&mut sql).execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 /// Nothing to set up for a resource write transaction.
 const FHIR_WRITE_SETUP: Option<&str> = None;
 

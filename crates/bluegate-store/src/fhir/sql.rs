@@ -111,6 +111,57 @@ impl Sql {
     }
 }
 
+/// A write's index rows, column by column, in resource-number order: each backend inserts them its
+/// own way (SQLite: multi-row statements; PostgreSQL: one `UNNEST` of arrays per table).
+#[derive(Debug, Default)]
+pub(crate) struct IndexRows {
+    /// `fhir_token`: rid, param, system, code.
+    pub token: (Vec<i64>, Vec<i64>, Vec<String>, Vec<String>),
+    /// `fhir_ref`: rid, param, target.
+    pub reference: (Vec<i64>, Vec<i64>, Vec<String>),
+    /// `fhir_date`: rid, param, low, high.
+    pub date: (Vec<i64>, Vec<i64>, Vec<i64>, Vec<i64>),
+    /// `fhir_string`: rid, param, value.
+    pub string: (Vec<i64>, Vec<i64>, Vec<String>),
+    /// `fhir_compartment`: rid, patient_id.
+    pub compartment: (Vec<i64>, Vec<String>),
+}
+
+impl IndexRows {
+    /// The rows as multi-row `INSERT`s of at most `per_statement` rows (their values moved, not copied).
+    pub fn into_inserts(self, per_statement: usize) -> Vec<Sql> {
+        let (rid, param, system, code) = self.token;
+        let mut token = Inserts::new("fhir_token", "rid, param, system, code", per_statement);
+        for (((r, p), s), c) in rid.into_iter().zip(param).zip(system).zip(code) {
+            token.row([Bind::Int(r), Bind::Int(p), Bind::Text(s), Bind::Text(c)]);
+        }
+        let (rid, param, target) = self.reference;
+        let mut reference = Inserts::new("fhir_ref", "rid, param, target", per_statement);
+        for ((r, p), t) in rid.into_iter().zip(param).zip(target) {
+            reference.row([Bind::Int(r), Bind::Int(p), Bind::Text(t)]);
+        }
+        let (rid, param, low, high) = self.date;
+        let mut date = Inserts::new("fhir_date", "rid, param, low, high", per_statement);
+        for (((r, p), l), h) in rid.into_iter().zip(param).zip(low).zip(high) {
+            date.row([Bind::Int(r), Bind::Int(p), Bind::Int(l), Bind::Int(h)]);
+        }
+        let (rid, param, value) = self.string;
+        let mut string = Inserts::new("fhir_string", "rid, param, value", per_statement);
+        for ((r, p), v) in rid.into_iter().zip(param).zip(value) {
+            string.row([Bind::Int(r), Bind::Int(p), Bind::Text(v)]);
+        }
+        let (rid, patient) = self.compartment;
+        let mut compartment = Inserts::new("fhir_compartment", "rid, patient_id", per_statement);
+        for (r, p) in rid.into_iter().zip(patient) {
+            compartment.row([Bind::Int(r), Bind::Text(p)]);
+        }
+        [token, reference, date, string, compartment]
+            .into_iter()
+            .flat_map(|i| i.statements)
+            .collect()
+    }
+}
+
 /// Multi-row `INSERT`s into one table, at most `per_statement` rows each, built row by row.
 pub(crate) struct Inserts {
     head: String,
@@ -448,6 +499,40 @@ pub(crate) fn count_sql(q: &SearchQuery, now_ms: i64) -> Sql {
 mod tests {
     use super::*;
     use crate::fhir::params::{parse_param, ResourceType};
+
+    #[test]
+    fn index_rows_become_inserts() {
+        let rows = IndexRows {
+            reference: (
+                vec![7, 8],
+                vec![102, 102],
+                vec!["Patient/a".into(), "Patient/b".into()],
+            ),
+            compartment: (vec![7], vec!["a".into()]),
+            ..IndexRows::default()
+        };
+        let sql = rows.into_inserts(1000);
+        assert_eq!(sql.len(), 2);
+        assert_eq!(
+            sql[0].text,
+            "INSERT INTO fhir_ref (rid, param, target) VALUES ($1,$2,$3),($4,$5,$6)"
+        );
+        assert_eq!(
+            sql[0].binds,
+            [
+                Bind::Int(7),
+                Bind::Int(102),
+                Bind::Text("Patient/a".into()),
+                Bind::Int(8),
+                Bind::Int(102),
+                Bind::Text("Patient/b".into())
+            ]
+        );
+        assert_eq!(
+            sql[1].text,
+            "INSERT INTO fhir_compartment (rid, patient_id) VALUES ($1,$2)"
+        );
+    }
 
     #[test]
     fn inserts_split_into_statements() {

@@ -44,8 +44,8 @@ macro_rules! impl_fhir_store {
             use $crate::fhir::body::{encode, BodyDict, BodyEncoding};
             use $crate::fhir::params::{format_instant_ms, reference_targets, ResourceType};
             use $crate::fhir::resource::Prepared;
-            use $crate::fhir::sql::{count_sql, search_sql, Bind, Inserts, Sql, RESOURCE_COLS};
-            use $crate::fhir::store_impl::{INDEX_CHUNK, INDEX_TABLES, RESOURCE_CHUNK, SEARCH_INDEXES};
+            use $crate::fhir::sql::{count_sql, search_sql, Bind, IndexRows, Sql, RESOURCE_COLS};
+            use $crate::fhir::store_impl::{INDEX_TABLES, RESOURCE_CHUNK, SEARCH_INDEXES};
             use $crate::fhir::{
                 decode_cursor, encode_cursor, from_ms, ms, FhirStore, IncludeSpec, SearchPage,
                 SearchQuery, StoredResource, MAX_BATCH, MAX_COUNT,
@@ -57,7 +57,7 @@ macro_rules! impl_fhir_store {
             /// The statement with its binds, which it takes over (texts and blobs are handed to the
             /// driver, not copied). SQLite gets anonymous `?` placeholders: looking up `$N` names is
             /// linear per parameter in SQLite, so quadratic for multi-row statements.
-            fn query(sql: &mut Sql) -> Query<'_> {
+            pub(super) fn query(sql: &mut Sql) -> Query<'_> {
                 if $positional {
                     sql.make_positional();
                 }
@@ -232,39 +232,46 @@ macro_rules! impl_fhir_store {
                     order.push((rid, i));
                 }
                 order.sort_unstable();
-                let mut tokens = Inserts::new("fhir_token", "rid, param, system, code", INDEX_CHUNK);
-                let mut refs = Inserts::new("fhir_ref", "rid, param, target", INDEX_CHUNK);
-                let mut dates = Inserts::new("fhir_date", "rid, param, low, high", INDEX_CHUNK);
-                let mut strings = Inserts::new("fhir_string", "rid, param, value", INDEX_CHUNK);
-                let mut comps = Inserts::new("fhir_compartment", "rid, patient_id", INDEX_CHUNK);
+                let mut rows = IndexRows::default();
                 for (rid, i) in order {
                     let p = &mut chunk[i];
                     let rt = p.rt;
                     let code = |param: &str| {
-                        rt.param_code(param).map(Bind::Int).map_err(|e| StoreError::Invalid(e.0))
+                        rt.param_code(param).map_err(|e| StoreError::Invalid(e.0))
                     };
                     let index = std::mem::take(&mut p.index);
-                    for (param, system, c) in index.tokens {
-                        tokens.row([Bind::Int(rid), code(param)?, Bind::Text(system), Bind::Text(c)]);
+                    for (param, system, value) in index.tokens {
+                        let (param, t) = (code(param)?, &mut rows.token);
+                        t.0.push(rid);
+                        t.1.push(param);
+                        t.2.push(system);
+                        t.3.push(value);
                     }
                     for (param, target) in index.references {
-                        refs.row([Bind::Int(rid), code(param)?, Bind::Text(target)]);
+                        let (param, t) = (code(param)?, &mut rows.reference);
+                        t.0.push(rid);
+                        t.1.push(param);
+                        t.2.push(target);
                     }
                     for (param, low, high) in index.dates {
-                        dates.row([Bind::Int(rid), code(param)?, Bind::Int(low), Bind::Int(high)]);
+                        let (param, t) = (code(param)?, &mut rows.date);
+                        t.0.push(rid);
+                        t.1.push(param);
+                        t.2.push(low);
+                        t.3.push(high);
                     }
                     for (param, value) in index.strings {
-                        strings.row([Bind::Int(rid), code(param)?, Bind::Text(value)]);
+                        let (param, t) = (code(param)?, &mut rows.string);
+                        t.0.push(rid);
+                        t.1.push(param);
+                        t.2.push(value);
                     }
                     for patient in index.patients {
-                        comps.row([Bind::Int(rid), Bind::Text(patient)]);
+                        rows.compartment.0.push(rid);
+                        rows.compartment.1.push(patient);
                     }
                 }
-                for table in [tokens, refs, dates, strings, comps] {
-                    for mut sql in table.statements {
-                        query(&mut sql).execute(&mut **tx).await?;
-                    }
-                }
+                super::insert_index_rows(tx, rows).await?;
                 Ok(out)
             }
 
