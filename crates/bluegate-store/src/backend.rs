@@ -6,7 +6,9 @@
 //! a `pool: Pool<Db>` field. Row-lock clauses (`FOR UPDATE`) are passed in, since SQLite has none (it
 //! serializes writers with `BEGIN IMMEDIATE` instead). The token endpoint's hot write starts with
 //! `claim_code(tx, exchange, now) -> Result<CodeClaim, StoreError>`, which each backend writes in the
-//! fewest round trips its protocol allows.
+//! fewest round trips its protocol allows. UDAP registrations are committed by the backend's
+//! `register_udap(&Store, &UdapRegistration, now)`, around the shared `register_udap_tx` (SQLite groups
+//! concurrent ones into one commit).
 
 use time::OffsetDateTime;
 
@@ -307,6 +309,62 @@ macro_rules! impl_store {
             Ok(done)
         }
 
+        /// A UDAP registration's writes inside `tx` (see `Store::register_udap_client`): the statement's jti
+        /// first, so a replay changes nothing.
+        async fn register_udap_tx(
+            tx: &mut sqlx::Transaction<'static, Db>,
+            r: &UdapRegistration<'_>,
+            now: time::OffsetDateTime,
+        ) -> Result<RegistrationOutcome, StoreError> {
+            if !remember_jti_tx(tx, r.statement_jti, now).await? {
+                return Ok(RegistrationOutcome::StatementReplayed);
+            }
+            Ok(match r.change {
+                RegistrationChange::Cancel => {
+                    let row = sqlx::query(
+                        "UPDATE clients SET status = 'cancelled', updated_at = $3 \
+                         WHERE community = $1 AND iss = $2 RETURNING client_id",
+                    )
+                    .bind(r.community)
+                    .bind(r.iss)
+                    .bind(ts(now))
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                    match row {
+                        Some(row) => RegistrationOutcome::Cancelled { client_id: col(&row, "client_id")? },
+                        None => RegistrationOutcome::NotRegistered,
+                    }
+                }
+                RegistrationChange::Upsert { new_client_id, secret_hash, metadata } => {
+                    // One statement, so two registrations of one (community, iss) cannot both create.
+                    let row = sqlx::query(concat!(
+                        "INSERT INTO clients (",
+                        client_cols!(),
+                        ") VALUES ($1, 'active', $2, $3, $4, $5, $6, $7, $7) \
+                         ON CONFLICT (community, iss) WHERE community IS NOT NULL AND iss IS NOT NULL \
+                         DO UPDATE SET status = 'active', secret_hash = excluded.secret_hash, \
+                         metadata = excluded.metadata, updated_at = excluded.updated_at \
+                         RETURNING client_id"
+                    ))
+                    .bind(new_client_id)
+                    .bind(r.community)
+                    .bind(r.iss)
+                    .bind(secret_hash)
+                    .bind(json_arg(metadata)?)
+                    .bind(false)
+                    .bind(ts(now))
+                    .fetch_one(&mut **tx)
+                    .await?;
+                    let client_id: String = col(&row, "client_id")?;
+                    if client_id == new_client_id {
+                        RegistrationOutcome::Created { client_id }
+                    } else {
+                        RegistrationOutcome::Updated { client_id }
+                    }
+                }
+            })
+        }
+
         /// Records (issuer, jti) inside `tx`; false if it is recorded and not yet expired (a replay).
         async fn remember_jti_tx(
             tx: &mut sqlx::Transaction<'static, Db>,
@@ -535,56 +593,7 @@ macro_rules! impl_store {
                 r: &UdapRegistration<'_>,
                 now: time::OffsetDateTime,
             ) -> Result<RegistrationOutcome, StoreError> {
-                let mut tx = begin_write(&self.writer).await?;
-                if !remember_jti_tx(&mut tx, r.statement_jti, now).await? {
-                    return Ok(RegistrationOutcome::StatementReplayed);
-                }
-                let outcome = match r.change {
-                    RegistrationChange::Cancel => {
-                        let row = sqlx::query(
-                            "UPDATE clients SET status = 'cancelled', updated_at = $3 \
-                             WHERE community = $1 AND iss = $2 RETURNING client_id",
-                        )
-                        .bind(r.community)
-                        .bind(r.iss)
-                        .bind(ts(now))
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                        match row {
-                            Some(row) => RegistrationOutcome::Cancelled { client_id: col(&row, "client_id")? },
-                            None => RegistrationOutcome::NotRegistered,
-                        }
-                    }
-                    RegistrationChange::Upsert { new_client_id, secret_hash, metadata } => {
-                        // One statement, so two registrations of one (community, iss) cannot both create.
-                        let row = sqlx::query(concat!(
-                            "INSERT INTO clients (",
-                            client_cols!(),
-                            ") VALUES ($1, 'active', $2, $3, $4, $5, $6, $7, $7) \
-                             ON CONFLICT (community, iss) WHERE community IS NOT NULL AND iss IS NOT NULL \
-                             DO UPDATE SET status = 'active', secret_hash = excluded.secret_hash, \
-                             metadata = excluded.metadata, updated_at = excluded.updated_at \
-                             RETURNING client_id"
-                        ))
-                        .bind(new_client_id)
-                        .bind(r.community)
-                        .bind(r.iss)
-                        .bind(secret_hash)
-                        .bind(json_arg(metadata)?)
-                        .bind(false)
-                        .bind(ts(now))
-                        .fetch_one(&mut *tx)
-                        .await?;
-                        let client_id: String = col(&row, "client_id")?;
-                        if client_id == new_client_id {
-                            RegistrationOutcome::Created { client_id }
-                        } else {
-                            RegistrationOutcome::Updated { client_id }
-                        }
-                    }
-                };
-                tx.commit().await?;
-                Ok(outcome)
+                register_udap(self, r, now).await
             }
 
             async fn find_client_by_iss(

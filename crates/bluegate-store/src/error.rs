@@ -1,7 +1,7 @@
 use thiserror::Error;
 
 /// Every store failure. Messages never carry secrets or bound values.
-#[derive(Debug, Error)]
+#[derive(Clone, Debug, Error)]
 pub enum StoreError {
     /// A unique constraint was violated (duplicate id, username, community+iss, ...).
     #[error("conflict: {0}")]

@@ -9,7 +9,7 @@ use sqlx::types::Json;
 use sqlx::{Connection, PgPool, Pool, Postgres, Transaction};
 
 use crate::backend::CodeClaim;
-use crate::model::CodeExchange;
+use crate::model::{CodeExchange, RegistrationOutcome, UdapRegistration};
 
 type Db = Postgres;
 type DbRow = PgRow;
@@ -163,6 +163,19 @@ const INDEX_EXISTS: &str = "SELECT 1 WHERE to_regclass($1) IS NOT NULL";
 
 /// An index build sorts in memory up to this much (the default, 64 MB, spills a large table's sort
 /// to disk in many runs).
+/// One transaction per registration: PostgreSQL's writers run concurrently and their commits already
+/// share WAL flushes.
+async fn register_udap(
+    store: &PgStore,
+    r: &UdapRegistration<'_>,
+    now: time::OffsetDateTime,
+) -> Result<RegistrationOutcome, StoreError> {
+    let mut tx = begin_write(&store.writer).await?;
+    let outcome = register_udap_tx(&mut tx, r, now).await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
 const INDEX_BUILD_SETUP: &[&str] = &["SET LOCAL maintenance_work_mem = '512MB'"];
 
 impl PgStore {

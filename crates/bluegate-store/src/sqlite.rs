@@ -20,7 +20,9 @@ use sqlx::{Pool, Sqlite, SqlitePool, Transaction};
 use crate::backend::CodeClaim;
 use crate::fhir::body::{frame_dictionary, lookup};
 use crate::fhir::{BodyDict, BodyEncoding, Dictionaries, ResourceType};
-use crate::model::CodeExchange;
+use crate::model::{CodeExchange, RegistrationOutcome, UdapRegistration};
+
+mod group_commit;
 
 type Db = Sqlite;
 type DbRow = SqliteRow;
@@ -37,6 +39,8 @@ pub struct SqliteStore {
     writer: SqlitePool,
     /// The dictionaries new resource texts are compressed with (see `fhir::body`).
     dicts: Arc<RwLock<Dictionaries>>,
+    /// UDAP registrations, stored by one task that commits those arriving together at once.
+    registrations: group_commit::Registrations,
 }
 
 impl SqliteStore {
@@ -106,10 +110,12 @@ impl SqliteStore {
                 dicts.set(rt, dict);
             }
         }
+        let registrations = group_commit::Registrations::start(writer.clone());
         Ok(SqliteStore {
             pool,
             writer,
             dicts: Arc::new(RwLock::new(dicts)),
+            registrations,
         })
     }
 
@@ -147,6 +153,15 @@ async fn insert_index_rows(
         fhir_impl::query(&mut sql).execute(&mut **tx).await?;
     }
     Ok(())
+}
+
+/// Through the group-commit task (see `group_commit`).
+async fn register_udap(
+    store: &SqliteStore,
+    r: &UdapRegistration<'_>,
+    now: time::OffsetDateTime,
+) -> Result<RegistrationOutcome, StoreError> {
+    store.registrations.register(r, now).await
 }
 
 /// Nothing to set up for a resource write transaction.
