@@ -176,7 +176,21 @@ async fn register_udap(
     Ok(outcome)
 }
 
-const INDEX_BUILD_SETUP: &[&str] = &["SET LOCAL maintenance_work_mem = '512MB'"];
+/// Builds the search indexes `(name, "table (columns)")`, one transaction each, with room to sort in
+/// memory.
+async fn build_indexes(writer: &PgPool, indexes: &[(&str, &str)]) -> Result<(), StoreError> {
+    for (name, on) in indexes {
+        let mut tx = begin_write(writer).await?;
+        sqlx::query("SET LOCAL maintenance_work_mem = '512MB'")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(&format!("CREATE INDEX IF NOT EXISTS {name} ON {on}"))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
 
 impl PgStore {
     /// Resource texts are stored as TEXT (PostgreSQL compresses large values itself).

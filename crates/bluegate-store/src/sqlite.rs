@@ -82,7 +82,7 @@ impl SqliteStore {
         let writer = SqlitePoolOptions::new()
             .after_connect(|conn, _| {
                 Box::pin(async move {
-                    sqlx::query("PRAGMA cache_size = -262144")
+                    sqlx::query(&format!("PRAGMA cache_size = -{WRITER_CACHE_KIB}"))
                         .execute(&mut *conn)
                         .await?;
                     sqlx::query("PRAGMA wal_autocheckpoint = 16384")
@@ -170,9 +170,70 @@ const FHIR_WRITE_SETUP: Option<&str> = None;
 /// Whether an index named `$1` exists.
 const INDEX_EXISTS: &str = "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = $1";
 
-/// Nothing to set up for an index build (a helper sorting thread, `PRAGMA threads`, made builds
-/// slower on two cores).
-const INDEX_BUILD_SETUP: &[&str] = &[];
+/// The writer's page cache in KiB (the index pages an import touches stay in memory).
+const WRITER_CACHE_KIB: i64 = 256 * 1024;
+/// The page cache during an index build, which is also the size of each sorted run: small enough that
+/// a big index's rows make many runs, which helper threads sort while the connection reads on.
+const INDEX_BUILD_CACHE_KIB: i64 = 8 * 1024;
+
+/// Builds the search indexes `(name, "table (columns)")`, one transaction each, on the writer
+/// connection.
+///
+/// SQLite sorts an index's rows with helper threads (`PRAGMA threads`) only when its temporary files
+/// are real files: `temp_store = MEMORY`, this store's setting so statement journals stay in memory,
+/// turns the helpers off. And a run is sorted by a helper only once the rows outgrow the page cache. So
+/// for the build the connection gets file temporaries, one helper per spare core and a small cache,
+/// and its settings back afterwards. Measured on two cores: the largest index of a 10,000-member store
+/// (1.3 M rows) built in 1.1 s instead of 2.1 s.
+async fn build_indexes(writer: &SqlitePool, indexes: &[(&str, &str)]) -> Result<(), StoreError> {
+    use sqlx::Connection;
+    let mut conn = writer.acquire().await?;
+    let helpers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get().saturating_sub(1))
+        .clamp(1, 4);
+    let setup = [
+        "PRAGMA temp_store = FILE".to_owned(),
+        format!("PRAGMA threads = {helpers}"),
+        format!("PRAGMA cache_size = -{INDEX_BUILD_CACHE_KIB}"),
+    ];
+    let mut built = Ok(());
+    for pragma in &setup {
+        if let Err(e) = sqlx::query(pragma).execute(&mut *conn).await {
+            built = Err(e.into());
+            break;
+        }
+    }
+    if built.is_ok() {
+        for (name, on) in indexes {
+            let create = async {
+                let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+                sqlx::query(&format!("CREATE INDEX IF NOT EXISTS {name} ON {on}"))
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await
+            };
+            if let Err(e) = create.await {
+                built = Err(e.into());
+                break;
+            }
+        }
+    }
+    // The settings go back whatever happened: this connection serves every later write.
+    let restore = [
+        "PRAGMA temp_store = MEMORY".to_owned(),
+        "PRAGMA threads = 0".to_owned(),
+        format!("PRAGMA cache_size = -{WRITER_CACHE_KIB}"),
+    ];
+    for pragma in &restore {
+        if let Err(e) = sqlx::query(pragma).execute(&mut *conn).await {
+            // A connection left with the build's settings must not serve writes: close it, and the
+            // pool opens a fresh one.
+            conn.detach();
+            return built.and(Err(e.into()));
+        }
+    }
+    built
+}
 
 /// A resource body as read: a zstd frame, or the text itself in a row written before compression.
 fn body_col(row: &DbRow, name: &str) -> Result<String, StoreError> {
@@ -319,3 +380,57 @@ async fn claim_code(
 
 impl_store!(SqliteStore, "sqlite", for_update = "");
 impl_fhir_store!(SqliteStore, for_update = "", positional_params = true);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fhir::FhirStore;
+
+    async fn writer_setting(store: &SqliteStore, pragma: &str) -> i64 {
+        sqlx::query_scalar(&format!("PRAGMA {pragma}"))
+            .fetch_one(&store.writer)
+            .await
+            .unwrap()
+    }
+
+    /// The index build switches the writer connection to file temporaries, sorting helpers and a small
+    /// cache; every later write needs the connection's own settings back.
+    #[tokio::test]
+    async fn an_index_build_gives_the_writer_its_settings_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("i.db")).await.unwrap();
+        let settings = ["temp_store", "threads", "cache_size"];
+        let mut before = Vec::new();
+        for s in settings {
+            before.push(writer_setting(&store, s).await);
+        }
+        assert_eq!(
+            before,
+            [2, 0, -WRITER_CACHE_KIB],
+            "memory temporaries, no helpers"
+        );
+
+        assert!(store.defer_search_indexes().await.unwrap());
+        assert_eq!(store.build_search_indexes().await.unwrap(), 5);
+        for (s, b) in settings.iter().zip(&before) {
+            assert_eq!(writer_setting(&store, s).await, *b, "{s} after the build");
+        }
+
+        // A failed build (an index over a column that does not exist) restores them too.
+        let err = build_indexes(
+            &store.writer,
+            &[("broken_search", "fhir_ref (no_such_column)")],
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, StoreError::Database(_)), "{err:?}");
+        for (s, b) in settings.iter().zip(&before) {
+            assert_eq!(
+                writer_setting(&store, s).await,
+                *b,
+                "{s} after a failed build"
+            );
+        }
+        store.close().await;
+    }
+}

@@ -38,8 +38,8 @@ macro_rules! impl_fhir_store {
             use time::OffsetDateTime;
 
             use super::{
-                begin_write, body_col, col, install_dict, load_dicts_for, $store, Db, DbRow,
-                FHIR_WRITE_SETUP, INDEX_BUILD_SETUP, INDEX_EXISTS,
+                begin_write, body_col, build_indexes, col, install_dict, load_dicts_for, $store, Db,
+                DbRow, FHIR_WRITE_SETUP, INDEX_EXISTS,
             };
             use $crate::fhir::body::{encode, BodyDict, BodyEncoding};
             use $crate::fhir::params::{format_instant_ms, reference_targets, ResourceType};
@@ -477,27 +477,21 @@ macro_rules! impl_fhir_store {
                 }
 
                 async fn build_search_indexes(&self) -> Result<usize, StoreError> {
-                    let mut built = 0;
+                    let mut missing = Vec::new();
                     for (name, on) in SEARCH_INDEXES {
                         let exists = sqlx::query(INDEX_EXISTS)
                             .bind(name)
                             .fetch_optional(&self.writer)
                             .await?
                             .is_some();
-                        if exists {
-                            continue;
+                        if !exists {
+                            missing.push((name, on));
                         }
-                        let mut tx = begin_write(&self.writer).await?;
-                        for setup in INDEX_BUILD_SETUP {
-                            sqlx::query(setup).execute(&mut *tx).await?;
-                        }
-                        sqlx::query(&format!("CREATE INDEX IF NOT EXISTS {name} ON {on}"))
-                            .execute(&mut *tx)
-                            .await?;
-                        tx.commit().await?;
-                        built += 1;
                     }
-                    Ok(built)
+                    if !missing.is_empty() {
+                        build_indexes(&self.writer, &missing).await?;
+                    }
+                    Ok(missing.len())
                 }
 
                 async fn read(
