@@ -161,8 +161,6 @@ async fn insert_index_rows(
 /// Whether an index named `$1` exists in the current schema.
 const INDEX_EXISTS: &str = "SELECT 1 WHERE to_regclass($1) IS NOT NULL";
 
-/// An index build sorts in memory up to this much (the default, 64 MB, spills a large table's sort
-/// to disk in many runs).
 /// One transaction per registration: PostgreSQL's writers run concurrently and their commits already
 /// share WAL flushes.
 async fn register_udap(
@@ -176,8 +174,8 @@ async fn register_udap(
     Ok(outcome)
 }
 
-/// Builds the search indexes `(name, "table (columns)")`, one transaction each, with room to sort in
-/// memory.
+/// Builds the search indexes `(name, "table (columns)")`, one transaction each, each allowed 512 MB to
+/// sort in memory (the default, 64 MB, spills a large table's sort to disk in many runs).
 async fn build_indexes(writer: &PgPool, indexes: &[(&str, &str)]) -> Result<(), StoreError> {
     for (name, on) in indexes {
         let mut tx = begin_write(writer).await?;
