@@ -6,7 +6,11 @@
 //! `[2019-01-01T00:00:00.000Z, 2019-12-31T23:59:59.999Z]`, a `Period` is `[start.low, end.high]` (an
 //! open end is unbounded). Dates without a time zone are taken as UTC.
 
+use std::fmt;
+
+use serde::de::{value::MapDeserializer, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use thiserror::Error;
 use time::{Date, Month, PrimitiveDateTime, Time, UtcOffset};
 
@@ -1003,13 +1007,96 @@ impl Extractor {
     }
 }
 
-fn decode<'a, T: Deserialize<'a>>(json: &'a str) -> Result<T, ExtractError> {
-    serde_json::from_str(json).map_err(|e| ExtractError(format!("unexpected content: {e}")))
+/// Members of one JSON object in document order, values borrowed as raw text.
+pub(crate) struct Members<'a>(pub Vec<(String, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out: Vec<(String, &'de RawValue)> = Vec::new();
+                while let Some((k, v)) = map.next_entry::<String, &'de RawValue>()? {
+                    if out.iter().any(|(seen, _)| *seen == k) {
+                        return Err(serde::de::Error::custom(format!("duplicate member {k:?}")));
+                    }
+                    out.push((k, v));
+                }
+                Ok(Members(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// The top-level members [`extract`] reads from a resource of type `rt`: the fields of the struct its
+/// content is decoded into. Only these are parsed a second time.
+fn read_members(rt: ResourceType) -> &'static [&'static str] {
+    match rt {
+        ResourceType::ExplanationOfBenefit => &[
+            "identifier",
+            "type",
+            "patient",
+            "billablePeriod",
+            "item",
+            "provider",
+            "careTeam",
+            "insurance",
+            "insurer",
+            "payee",
+        ],
+        ResourceType::Coverage => &["identifier", "beneficiary", "subscriber", "payor"],
+        ResourceType::Patient | ResourceType::Practitioner | ResourceType::RelatedPerson => {
+            &["identifier", "name", "birthDate", "gender", "patient"]
+        }
+        ResourceType::Organization | ResourceType::Location => &["identifier", "name", "alias"],
+        ResourceType::PractitionerRole => &["identifier", "practitioner", "organization"],
+    }
+}
+
+/// Decodes a struct from the members it reads (raw values already delimited by the first pass).
+fn decode<'a, T: Deserialize<'a>>(members: &[(&'a str, &'a RawValue)]) -> Result<T, ExtractError> {
+    T::deserialize(MapDeserializer::<_, serde_json::Error>::new(
+        members.iter().copied(),
+    ))
+    .map_err(|e| ExtractError(format!("unexpected content: {e}")))
 }
 
 /// Extracts the index entries of `json` (a resource of type `rt`), per the parameters of
-/// [`ResourceType::search_params`]. Fails when an indexed element has the wrong shape or a malformed date.
+/// [`ResourceType::search_params`]. Fails when `json` is not an object, an indexed element has the
+/// wrong shape, or a date is malformed.
 pub fn extract(rt: ResourceType, id: &str, json: &str) -> Result<IndexEntries, ExtractError> {
+    let Members(members) =
+        serde_json::from_str(json).map_err(|e| ExtractError(format!("unexpected content: {e}")))?;
+    extract_members(rt, id, &members)
+}
+
+/// [`extract`] from a resource already split into its top-level members: an import splits each
+/// resource once, and only the members an index needs are parsed again.
+pub(crate) fn extract_members(
+    rt: ResourceType,
+    id: &str,
+    members: &[(String, &RawValue)],
+) -> Result<IndexEntries, ExtractError> {
+    let wanted = read_members(rt);
+    let members: Vec<(&str, &RawValue)> = members
+        .iter()
+        .filter(|(k, _)| wanted.contains(&k.as_str()))
+        .map(|(k, v)| (k.as_str(), *v))
+        .collect();
+    extract_from(rt, id, &members)
+}
+
+/// [`extract`] from the given members (all of a resource's, or only [`read_members`]).
+pub(crate) fn extract_from(
+    rt: ResourceType,
+    id: &str,
+    json: &[(&str, &RawValue)],
+) -> Result<IndexEntries, ExtractError> {
     let mut x = Extractor {
         e: IndexEntries::default(),
     };

@@ -4,42 +4,13 @@
 //! received text, whitespace included, is kept.
 
 use std::borrow::Cow;
-use std::fmt;
 
-use serde::de::{Deserializer, MapAccess, Visitor};
-use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::params::{extract, is_valid_id, IndexEntries, ResourceType};
+use super::params::{extract_members, is_valid_id, IndexEntries, Members, ResourceType};
 
 /// Largest resource text accepted (bytes).
 pub const MAX_RESOURCE_BYTES: usize = 16 * 1024 * 1024;
-
-/// Members of one JSON object in document order, values borrowed as raw text.
-struct Members<'a>(Vec<(String, &'a RawValue)>);
-
-impl<'de> Deserialize<'de> for Members<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Members<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut out: Vec<(String, &'de RawValue)> = Vec::new();
-                while let Some((k, v)) = map.next_entry::<String, &'de RawValue>()? {
-                    if out.iter().any(|(seen, _)| *seen == k) {
-                        return Err(serde::de::Error::custom(format!("duplicate member {k:?}")));
-                    }
-                    out.push((k, v));
-                }
-                Ok(Members(out))
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
 
 /// A received resource, validated and indexed, waiting for its version and time.
 #[derive(Debug)]
@@ -173,7 +144,7 @@ impl<'a> Prepared<'a> {
         }) {
             return Err(Rejected("unexpected JSON layout".into()));
         }
-        let index = extract(rt, &id, text).map_err(|e| Rejected(e.0))?;
+        let index = extract_members(rt, &id, &members).map_err(|e| Rejected(e.0))?;
         Ok(Parts {
             rt,
             id,

@@ -2658,6 +2658,44 @@ mod tests {
         assert!(contained > 0, "some EOB has a contained provider");
     }
 
+    /// Extraction parses again only the members its index needs (`read_members`). Decoding from every
+    /// member instead must give the same entries, for synthetic data of every kind and the IG's
+    /// examples: a member the extraction reads but the list left out would differ here.
+    #[test]
+    fn extraction_reads_every_member_it_needs() {
+        use crate::fhir::params::{extract_from, Members};
+        let mut texts: Vec<String> = all(SyntheticOptions::numbered(40, 5))
+            .into_iter()
+            .map(|r| r.json)
+            .collect();
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/carin-bb-2.0.0");
+        for sub in ["examples", "examples-nonfinancial"] {
+            for e in std::fs::read_dir(dir.join(sub)).expect("the IG examples") {
+                texts.push(std::fs::read_to_string(e.expect("entry").path()).expect("example"));
+            }
+        }
+        let mut compared = 0;
+        for text in &texts {
+            let v: serde_json::Value = serde_json::from_str(text).expect("JSON");
+            let Some(rt) = v["resourceType"].as_str().and_then(ResourceType::parse) else {
+                continue;
+            };
+            let id = v["id"].as_str().expect("id");
+            let Members(members) = serde_json::from_str(text).expect("members");
+            let every: Vec<(&str, &serde_json::value::RawValue)> =
+                members.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            let from_every = extract_from(rt, id, &every).expect("extract from every member");
+            assert_eq!(
+                extract(rt, id, text).expect("extract"),
+                from_every,
+                "{rt}/{id}"
+            );
+            compared += 1;
+        }
+        assert!(compared > 300, "only {compared} resources compared");
+    }
+
     /// Every search parameter finds something, and no value finds everything of its type.
     #[test]
     fn search_parameters_have_hits_and_misses() {
