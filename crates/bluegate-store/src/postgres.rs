@@ -87,6 +87,9 @@ fn json_col(row: &DbRow, name: &str) -> Result<serde_json::Value, StoreError> {
 /// half the speed by 45,000 resources, and slowed down further as the store grew.
 const FHIR_WRITE_SETUP: Option<&str> = Some("SET LOCAL plan_cache_mode = force_custom_plan");
 
+/// New resources are numbered by the database (an identity column), and the insert returns the numbers.
+const NEXT_RID: Option<&str> = None;
+
 /// A write's index rows, one `INSERT ... SELECT FROM UNNEST(arrays)` per table: the statement text is
 /// the same whatever the number of rows (prepared once per connection, not parsed and planned again
 /// for every batch as a multi-row `VALUES` list with thousands of placeholders is).

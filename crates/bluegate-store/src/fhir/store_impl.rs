@@ -39,7 +39,7 @@ macro_rules! impl_fhir_store {
 
             use super::{
                 begin_write, body_col, build_indexes, col, install_dict, load_dicts_for, $store, Db,
-                DbRow, FHIR_WRITE_SETUP, INDEX_EXISTS,
+                DbRow, FHIR_WRITE_SETUP, INDEX_EXISTS, NEXT_RID,
             };
             use $crate::fhir::body::{encode, BodyDict, BodyEncoding};
             use $crate::fhir::params::{format_instant_ms, reference_targets, ResourceType};
@@ -164,9 +164,18 @@ macro_rules! impl_fhir_store {
                     }
                 }
                 // The resources themselves: insert, or update guarded by the version just read. Each
-                // keeps its number (`rid`) for life; new ones are numbered in order.
+                // keeps its number (`rid`) for life; new ones are numbered in order, here where the
+                // backend can say the next number (see `NEXT_RID`), else by the database.
+                let mut next_rid: Option<i64> = match NEXT_RID {
+                    Some(q) => Some(sqlx::query_scalar(q).fetch_one(&mut **tx).await?),
+                    None => None,
+                };
+                let mut numbered: Vec<i64> = Vec::with_capacity(chunk.len());
                 let mut out = Vec::with_capacity(chunk.len());
                 let mut sql = Sql::new("INSERT INTO fhir_resources (");
+                if next_rid.is_some() {
+                    sql.push("rid, ");
+                }
                 sql.push(RESOURCE_COLS).push(") VALUES ");
                 let last_updated = from_ms(lu_ms)?;
                 for (i, p) in chunk.iter_mut().enumerate() {
@@ -190,47 +199,74 @@ macro_rules! impl_fhir_store {
                             (lu_ms, encode(encoding, p.rt, json)?)
                         }
                     };
-                    sql.row(
-                        i == 0,
-                        [
-                            Bind::Static(p.rt.as_str()),
-                            Bind::Text(p.id.clone()),
-                            Bind::Int(version),
-                            Bind::Int(row_ms),
-                            body,
-                        ],
-                    );
+                    let rid = next_rid.as_mut().map(|next| {
+                        match current.get(&(p.rt, p.id.clone())) {
+                            Some((_, rid)) => *rid,
+                            None => {
+                                *next += 1;
+                                *next - 1
+                            }
+                        }
+                    });
+                    let values = [
+                        Bind::Static(p.rt.as_str()),
+                        Bind::Text(p.id.clone()),
+                        Bind::Int(version),
+                        Bind::Int(row_ms),
+                        body,
+                    ];
+                    match rid {
+                        Some(rid) => {
+                            numbered.push(rid);
+                            sql.row(i == 0, std::iter::once(Bind::Int(rid)).chain(values));
+                        }
+                        None => {
+                            sql.row(i == 0, values);
+                        }
+                    }
                 }
                 sql.push(
                     " ON CONFLICT (resource_type, id) DO UPDATE SET version_id = excluded.version_id, \
                      last_updated = excluded.last_updated, json = excluded.json \
-                     WHERE fhir_resources.version_id = excluded.version_id - 1 \
-                     RETURNING rid, resource_type, id",
+                     WHERE fhir_resources.version_id = excluded.version_id - 1",
                 );
-                let written = query(&mut sql).fetch_all(&mut **tx).await?;
-                if written.len() != chunk.len() {
-                    return Err(StoreError::Conflict(
-                        "resource changed concurrently; retry".into(),
-                    ));
-                }
-                let mut rids: HashMap<(ResourceType, String), i64> =
-                    HashMap::with_capacity(written.len());
-                for row in &written {
-                    let rt: String = col(row, "resource_type")?;
-                    let rt = ResourceType::parse(&rt).ok_or_else(|| {
-                        StoreError::Corrupt(format!("unknown resource type {rt:?}"))
-                    })?;
-                    rids.insert((rt, col(row, "id")?), col(row, "rid")?);
+                // Every row is inserted or updated, or another writer got there first. Numbers given
+                // here are known already; otherwise the database says which number each row got.
+                if next_rid.is_none() {
+                    sql.push(" RETURNING rid, resource_type, id");
+                    let written = query(&mut sql).fetch_all(&mut **tx).await?;
+                    if written.len() != chunk.len() {
+                        return Err(StoreError::Conflict(
+                            "resource changed concurrently; retry".into(),
+                        ));
+                    }
+                    let mut rids: HashMap<(ResourceType, String), i64> =
+                        HashMap::with_capacity(written.len());
+                    for row in &written {
+                        let rt: String = col(row, "resource_type")?;
+                        let rt = ResourceType::parse(&rt).ok_or_else(|| {
+                            StoreError::Corrupt(format!("unknown resource type {rt:?}"))
+                        })?;
+                        rids.insert((rt, col(row, "id")?), col(row, "rid")?);
+                    }
+                    for p in chunk.iter() {
+                        let rid = rids.get(&(p.rt, p.id.clone())).copied().ok_or_else(|| {
+                            StoreError::Database(format!("{}/{} was not numbered", p.rt, p.id))
+                        })?;
+                        numbered.push(rid);
+                    }
+                } else {
+                    let n = query(&mut sql).execute(&mut **tx).await?.rows_affected();
+                    if n != chunk.len() as u64 {
+                        return Err(StoreError::Conflict(
+                            "resource changed concurrently; retry".into(),
+                        ));
+                    }
                 }
                 // Index rows in resource-number order, the leading column of each index table's key,
                 // so a first import appends to them. The rows take the resources' values over.
-                let mut order: Vec<(i64, usize)> = Vec::with_capacity(chunk.len());
-                for (i, p) in chunk.iter().enumerate() {
-                    let rid = rids.get(&(p.rt, p.id.clone())).copied().ok_or_else(|| {
-                        StoreError::Database(format!("{}/{} was not numbered", p.rt, p.id))
-                    })?;
-                    order.push((rid, i));
-                }
+                let mut order: Vec<(i64, usize)> =
+                    numbered.into_iter().enumerate().map(|(i, rid)| (rid, i)).collect();
                 order.sort_unstable();
                 let mut rows = IndexRows::default();
                 for (rid, i) in order {
