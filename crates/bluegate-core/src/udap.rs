@@ -185,6 +185,53 @@ fn jose_text(e: &JoseError) -> String {
     }
 }
 
+/// A JWS with an `x5c` header, parsed and its certificates decoded, not yet verified.
+#[derive(Debug, Clone)]
+pub struct X5cJws {
+    jws: jose::UnverifiedJws,
+    x5c: Vec<Vec<u8>>,
+}
+
+impl X5cJws {
+    /// The `x5c` certificates as DER, leaf first (e.g. to fetch their CRLs before validation).
+    pub fn x5c(&self) -> &[Vec<u8>] {
+        &self.x5c
+    }
+}
+
+/// Parse (algorithms from the allow-list) and take `x5c`, which must be there.
+fn parse_x5c_jwt(token: &str, what: &str) -> Result<X5cJws, RegistrationError> {
+    let bad = |e: JoseError| invalid_statement(format!("{what}: {}", jose_text(&e)));
+    let jws = jose::parse_compact(token, &ALGS).map_err(bad)?;
+    if jws.header().x5c.is_none() {
+        return Err(invalid_statement(format!(
+            "{what}: the JWS header must carry x5c (the certificate chain, leaf first)"
+        )));
+    }
+    let x5c = jws.x5c_der().map_err(bad)?;
+    Ok(X5cJws { jws, x5c })
+}
+
+/// Validate the chain (cached) and verify the signature with the leaf's key.
+fn verify_parsed_x5c_jwt(
+    parsed: &X5cJws,
+    what: &str,
+    community: &Community,
+    cache: &ChainCache,
+    now: i64,
+) -> Result<(Map<String, Value>, Arc<ValidatedLeaf>), RegistrationError> {
+    let bad = |e: JoseError| invalid_statement(format!("{what}: {}", jose_text(&e)));
+    let leaf = cache
+        .validate_cached(community, &parsed.x5c, now)
+        .map_err(|e| trust_error(what, e))?;
+    let verified = parsed
+        .jws
+        .clone()
+        .verify_with_spki(&leaf.spki_der)
+        .map_err(bad)?;
+    Ok((verified.into_claims(), leaf))
+}
+
 /// Parse, take `x5c`, validate the chain (cached), verify the signature with the leaf's key.
 fn verify_x5c_jwt(
     token: &str,
@@ -193,19 +240,7 @@ fn verify_x5c_jwt(
     cache: &ChainCache,
     now: i64,
 ) -> Result<(Map<String, Value>, Arc<ValidatedLeaf>), RegistrationError> {
-    let bad = |e: JoseError| invalid_statement(format!("{what}: {}", jose_text(&e)));
-    let parsed = jose::parse_compact(token, &ALGS).map_err(bad)?;
-    if parsed.header().x5c.is_none() {
-        return Err(invalid_statement(format!(
-            "{what}: the JWS header must carry x5c (the certificate chain, leaf first)"
-        )));
-    }
-    let x5c = parsed.x5c_der().map_err(bad)?;
-    let leaf = cache
-        .validate_cached(community, &x5c, now)
-        .map_err(|e| trust_error(what, e))?;
-    let verified = parsed.verify_with_spki(&leaf.spki_der).map_err(bad)?;
-    Ok((verified.into_claims(), leaf))
+    verify_parsed_x5c_jwt(&parse_x5c_jwt(token, what)?, what, community, cache, now)
 }
 
 fn str_claim<'a>(c: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
@@ -264,16 +299,32 @@ pub fn validate_software_statement(
     policy: &RegistrationPolicy,
     now: i64,
 ) -> Result<ValidatedStatement, RegistrationError> {
+    let parsed = parse_software_statement(input)?;
+    validate_parsed_statement(input, &parsed, community, cache, policy, now)
+}
+
+/// The first step of [`validate_software_statement`]: the request's `udap` marker, then the statement
+/// parsed (allowed `alg`, `x5c` decoded). A server that tries several communities, or fetches the
+/// certificates' CRLs first, parses once and validates the result against each.
+pub fn parse_software_statement(input: &StatementInput) -> Result<X5cJws, RegistrationError> {
     if input.udap.as_deref() != Some("1") {
         return Err(invalid_statement("the request must carry \"udap\": \"1\""));
     }
-    let (claims, leaf) = verify_x5c_jwt(
-        &input.software_statement,
-        "software_statement",
-        community,
-        cache,
-        now,
-    )?;
+    parse_x5c_jwt(&input.software_statement, "software_statement")
+}
+
+/// The rest of [`validate_software_statement`], for a statement parsed from `input` by
+/// [`parse_software_statement`].
+pub fn validate_parsed_statement(
+    input: &StatementInput,
+    parsed: &X5cJws,
+    community: &Community,
+    cache: &ChainCache,
+    policy: &RegistrationPolicy,
+    now: i64,
+) -> Result<ValidatedStatement, RegistrationError> {
+    let (claims, leaf) =
+        verify_parsed_x5c_jwt(parsed, "software_statement", community, cache, now)?;
     let iss = str_claim(&claims, "iss")
         .filter(|i| !i.is_empty())
         .ok_or_else(|| invalid_statement("iss is required"))?

@@ -123,13 +123,16 @@ pub async fn register(
             "the request must be application/json",
         ))
     } else {
-        match parse_request(&body) {
-            Ok(input) => {
+        // The statement is parsed once: for the CRL fetches and for each community's validation.
+        match parse_request(&body).and_then(|input| {
+            let parsed = udap::parse_software_statement(&input)?;
+            Ok((input, parsed))
+        }) {
+            Ok((input, parsed)) => {
                 for t in &state.trust {
-                    t.prepare_for_jwt(&input.software_statement, now.unix_timestamp())
-                        .await;
+                    t.prepare(parsed.x5c(), now.unix_timestamp()).await;
                 }
-                validate(&state, &input, now.unix_timestamp())
+                validate(&state, &input, &parsed, now.unix_timestamp())
             }
             Err(e) => Err(e),
         }
@@ -158,12 +161,14 @@ pub async fn register(
 fn validate(
     state: &SharedState,
     input: &StatementInput,
+    parsed: &udap::X5cJws,
     now: i64,
 ) -> Result<ValidatedStatement, RegistrationError> {
     let mut first_err = None;
     for c in &state.trust {
-        match udap::validate_software_statement(
+        match udap::validate_parsed_statement(
             input,
+            parsed,
             &c.community(),
             &c.cache,
             &state.registration_policy,
