@@ -179,8 +179,8 @@ macro_rules! impl_fhir_store {
                 sql.push(RESOURCE_COLS).push(") VALUES ");
                 let last_updated = from_ms(lu_ms)?;
                 for (i, p) in chunk.iter_mut().enumerate() {
-                    let version =
-                        current.get(&(p.rt, p.id.clone())).map_or(0, |(v, _)| *v) + 1;
+                    let existing = current.get(&(p.rt, p.id.clone())).copied();
+                    let version = existing.map_or(0, |(v, _)| v) + 1;
                     // A first version rendered ahead (by an import's reading thread) is used as is.
                     let ahead = if version == 1 && !collect { p.ahead.take() } else { None };
                     let (row_ms, body) = match ahead {
@@ -199,13 +199,11 @@ macro_rules! impl_fhir_store {
                             (lu_ms, encode(encoding, p.rt, json)?)
                         }
                     };
-                    let rid = next_rid.as_mut().map(|next| {
-                        match current.get(&(p.rt, p.id.clone())) {
-                            Some((_, rid)) => *rid,
-                            None => {
-                                *next += 1;
-                                *next - 1
-                            }
+                    let rid = next_rid.as_mut().map(|next| match existing {
+                        Some((_, rid)) => rid,
+                        None => {
+                            *next += 1;
+                            *next - 1
                         }
                     });
                     let values = [
