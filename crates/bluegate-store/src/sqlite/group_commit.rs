@@ -10,7 +10,8 @@
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{begin_write, register_udap_tx};
+use super::{begin_write, json_arg, register_udap_tx};
+use crate::backend::ts;
 use crate::model::{JtiRecord, RegistrationChange, RegistrationOutcome, UdapRegistration};
 use crate::StoreError;
 use sqlx::SqlitePool;
@@ -149,23 +150,32 @@ async fn commit_group(
     };
     let mut results = Vec::with_capacity(jobs.len());
     if let [job] = jobs {
-        results.push(register_udap_tx(&mut tx, &job.registration(), job.now).await);
+        results.push(match register_one(&mut tx, job, Savepoint::None).await {
+            Ok(result) => result,
+            Err(e) => Err(e),
+        });
         if results[0].is_err() {
             return results;
         }
     } else {
-        for job in jobs {
-            if let Err(e) = savepoint(&mut tx, "SAVEPOINT registration").await {
-                return all_fail(e);
-            }
-            let result = register_udap_tx(&mut tx, &job.registration(), job.now).await;
+        // Each registration releases the previous one's savepoint in the same round trip; the commit
+        // releases the last.
+        for (i, job) in jobs.iter().enumerate() {
+            let sp = if i == 0 {
+                Savepoint::First
+            } else {
+                Savepoint::Next
+            };
+            // A failed savepoint statement leaves no savepoint of this registration to roll back to:
+            // the whole group fails rather than roll back another registration's writes.
+            let result = match register_one(&mut tx, job, sp).await {
+                Ok(result) => result,
+                Err(e) => return all_fail(e),
+            };
             if result.is_err() {
                 if let Err(e) = savepoint(&mut tx, "ROLLBACK TO registration").await {
                     return all_fail(e);
                 }
-            }
-            if let Err(e) = savepoint(&mut tx, "RELEASE registration").await {
-                return all_fail(e);
             }
             results.push(result);
         }
@@ -174,6 +184,135 @@ async fn commit_group(
         Ok(()) => results,
         Err(e) => all_fail(e.into()),
     }
+}
+
+/// One registration inside the group's transaction, in one round trip to the connection's worker
+/// thread where it can be: a create or update is sent as one batch of statements (the savepoint, the
+/// statement's `jti`, then the client upsert, which runs only if the `jti` was fresh). A cancellation,
+/// rare, takes the shared path.
+#[derive(Clone, Copy)]
+enum Savepoint {
+    /// A lone registration: the transaction is its own.
+    None,
+    /// The group's first: opens its savepoint.
+    First,
+    /// A later one: releases the previous registration's savepoint and opens its own.
+    Next,
+}
+
+/// The outer error is a failed savepoint statement; the inner result is the registration's.
+async fn register_one(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    job: &Job,
+    sp: Savepoint,
+) -> Result<Result<RegistrationOutcome, StoreError>, StoreError> {
+    use futures_util::TryStreamExt;
+    let Change::Upsert {
+        new_client_id,
+        secret_hash,
+        metadata,
+    } = &job.change
+    else {
+        match sp {
+            Savepoint::None => {}
+            Savepoint::First => savepoint(tx, "SAVEPOINT registration").await?,
+            Savepoint::Next => {
+                savepoint(tx, "RELEASE registration; SAVEPOINT registration").await?
+            }
+        }
+        return Ok(register_udap_tx(tx, &job.registration(), job.now).await);
+    };
+    // `changes()` is the jti statement's count: 1 when the jti was new (or its old record expired).
+    macro_rules! upsert_sql {
+        () => {
+            concat!(
+                "INSERT INTO jti_cache (issuer, jti, expires_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (issuer, jti) DO UPDATE SET expires_at = excluded.expires_at \
+                 WHERE jti_cache.expires_at <= $4; \
+                 INSERT INTO clients (",
+                client_cols!(),
+                ") SELECT $5, 'active', $6, $7, $8, $9, $10, $4, $4 WHERE changes() = 1 \
+                 ON CONFLICT (community, iss) WHERE community IS NOT NULL AND iss IS NOT NULL \
+                 DO UPDATE SET status = 'active', secret_hash = excluded.secret_hash, \
+                 metadata = excluded.metadata, updated_at = excluded.updated_at \
+                 RETURNING client_id"
+            )
+        };
+    }
+    const UPSERT: &str = upsert_sql!();
+    const FIRST: &str = concat!("SAVEPOINT registration; ", upsert_sql!());
+    const NEXT: &str = concat!(
+        "RELEASE registration; SAVEPOINT registration; ",
+        upsert_sql!()
+    );
+    let (sql, first) = match sp {
+        Savepoint::None => (UPSERT, 0),
+        Savepoint::First => (FIRST, 1),
+        Savepoint::Next => (NEXT, 2),
+    };
+    // Several statements in one query: sqlx's SQLite driver runs them in turn on its worker (as
+    // `claim_code` does; sqlx marks this deprecated for the other drivers' sake).
+    let metadata = match json_arg(metadata) {
+        Ok(m) => m,
+        Err(e) => return Ok(Err(e)),
+    };
+    #[allow(deprecated)]
+    let mut results = sqlx::query(sql)
+        .bind(&job.jti.issuer)
+        .bind(&job.jti.jti)
+        .bind(ts(job.jti.expires_at))
+        .bind(ts(job.now))
+        .bind(new_client_id)
+        .bind(&job.community)
+        .bind(&job.iss)
+        .bind(secret_hash.as_deref())
+        .bind(metadata)
+        .bind(false)
+        .fetch_many(&mut **tx);
+    // Each statement's rows come before its summary: counting summaries tells whose a row is.
+    let (mut statement, mut jti_fresh, mut client_id) = (0, false, None);
+    loop {
+        let item = match results.try_next().await {
+            Ok(Some(item)) => item,
+            Ok(None) => break,
+            Err(e) if statement < first => return Err(e.into()),
+            Err(e) => return Ok(Err(e.into())),
+        };
+        match item {
+            sqlx::Either::Left(done) => {
+                if statement == first {
+                    jti_fresh = done.rows_affected() == 1;
+                }
+                statement += 1;
+            }
+            sqlx::Either::Right(row) if statement == first + 1 => {
+                match sqlx::Row::try_get::<String, _>(&row, "client_id") {
+                    Ok(id) => client_id = Some(id),
+                    Err(e) => return Ok(Err(e.into())),
+                }
+            }
+            sqlx::Either::Right(_) => {
+                return Ok(Err(StoreError::Corrupt(
+                    "unexpected row from a registration".into(),
+                )))
+            }
+        }
+    }
+    if statement < first {
+        return Err(StoreError::Corrupt(
+            "a registration's savepoint statements ran only in part".into(),
+        ));
+    }
+    let corrupt = |what: &str| Ok(Err(StoreError::Corrupt(what.into())));
+    if statement != first + 2 {
+        return corrupt("a registration's statements ran only in part");
+    }
+    Ok(Ok(match (jti_fresh, client_id) {
+        (false, _) => RegistrationOutcome::StatementReplayed,
+        (true, Some(id)) if id == *new_client_id => RegistrationOutcome::Created { client_id: id },
+        (true, Some(id)) => RegistrationOutcome::Updated { client_id: id },
+        (true, None) => return corrupt("a registration's upsert returned no client"),
+    }))
 }
 
 async fn savepoint(
@@ -287,6 +426,60 @@ mod tests {
             .unwrap();
         assert_eq!(b.client_id, "b-id");
         assert_eq!(b.status, ClientStatus::Active);
+    }
+
+    /// A cancellation in a group (it takes the shared path, with its own savepoint statements) between
+    /// two batched registrations: each gets its outcome and the cancelled client stays cancelled.
+    #[tokio::test]
+    async fn a_cancellation_in_a_group_keeps_its_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("x.db")).await.unwrap();
+        let now = OffsetDateTime::now_utc();
+        let jti = JtiRecord {
+            issuer: "https://d.example/".into(),
+            jti: "k2".into(),
+            expires_at: now + time::Duration::minutes(5),
+        };
+        let cancel = Job::new(
+            &UdapRegistration {
+                statement_jti: &jti,
+                community: "urn:test",
+                iss: "https://d.example/",
+                change: RegistrationChange::Cancel,
+            },
+            now,
+        )
+        .0;
+        let group = [
+            job("k1", "https://d.example/", "d-id", now),
+            cancel,
+            job("k3", "https://e.example/", "e-id", now),
+        ];
+        let results: Vec<_> = commit_group(&store.writer, &group)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            results,
+            [
+                RegistrationOutcome::Created {
+                    client_id: "d-id".into()
+                },
+                RegistrationOutcome::Cancelled {
+                    client_id: "d-id".into()
+                },
+                RegistrationOutcome::Created {
+                    client_id: "e-id".into()
+                },
+            ]
+        );
+        let d = store
+            .find_client_by_iss("urn:test", "https://d.example/")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.status, ClientStatus::Cancelled);
     }
 
     /// Concurrent callers through the store: every registration answered, one client per `iss`.
