@@ -186,10 +186,7 @@ async fn commit_group(
     }
 }
 
-/// One registration inside the group's transaction, in one round trip to the connection's worker
-/// thread where it can be: a create or update is sent as one batch of statements (the savepoint, the
-/// statement's `jti`, then the client upsert, which runs only if the `jti` was fresh). A cancellation,
-/// rare, takes the shared path.
+/// Which savepoint statements go before a registration's own.
 #[derive(Clone, Copy)]
 enum Savepoint {
     /// A lone registration: the transaction is its own.
@@ -200,6 +197,10 @@ enum Savepoint {
     Next,
 }
 
+/// One registration inside the group's transaction, in one round trip to the connection's worker
+/// thread where it can be: a create or update is sent as one batch of statements (the savepoint, the
+/// statement's `jti`, then the client upsert, which runs only if the `jti` was fresh). A cancellation,
+/// rare, takes the shared path.
 /// The outer error is a failed savepoint statement; the inner result is the registration's.
 async fn register_one(
     tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
@@ -250,12 +251,12 @@ async fn register_one(
         Savepoint::First => (FIRST, 1),
         Savepoint::Next => (NEXT, 2),
     };
-    // Several statements in one query: sqlx's SQLite driver runs them in turn on its worker (as
-    // `claim_code` does; sqlx marks this deprecated for the other drivers' sake).
     let metadata = match json_arg(metadata) {
         Ok(m) => m,
         Err(e) => return Ok(Err(e)),
     };
+    // Several statements in one query: sqlx's SQLite driver runs them in turn on its worker (as
+    // `claim_code` does; sqlx marks this deprecated for the other drivers' sake).
     #[allow(deprecated)]
     let mut results = sqlx::query(sql)
         .bind(&job.jti.issuer)
