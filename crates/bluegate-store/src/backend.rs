@@ -109,6 +109,17 @@ macro_rules! code_grant_sql {
         )
     };
 }
+/// What a UDAP registration's client insert does when the (community, iss) is registered already:
+/// update that client in place (same `client_id`), and return the `client_id` either way.
+macro_rules! client_upsert_tail_sql {
+    () => {
+        " ON CONFLICT (community, iss) WHERE community IS NOT NULL AND iss IS NOT NULL \
+         DO UPDATE SET status = 'active', secret_hash = excluded.secret_hash, \
+         metadata = excluded.metadata, updated_at = excluded.updated_at \
+         RETURNING client_id"
+    };
+}
+
 /// Records the client assertion's jti (`$3` issuer, `$4` jti, `$5` its expiry; `$2` now): a row is
 /// changed unless the jti is recorded and not yet expired.
 macro_rules! remember_jti_sql {
@@ -340,11 +351,8 @@ macro_rules! impl_store {
                     let row = sqlx::query(concat!(
                         "INSERT INTO clients (",
                         client_cols!(),
-                        ") VALUES ($1, 'active', $2, $3, $4, $5, $6, $7, $7) \
-                         ON CONFLICT (community, iss) WHERE community IS NOT NULL AND iss IS NOT NULL \
-                         DO UPDATE SET status = 'active', secret_hash = excluded.secret_hash, \
-                         metadata = excluded.metadata, updated_at = excluded.updated_at \
-                         RETURNING client_id"
+                        ") VALUES ($1, 'active', $2, $3, $4, $5, $6, $7, $7)",
+                        client_upsert_tail_sql!()
                     ))
                     .bind(new_client_id)
                     .bind(r.community)

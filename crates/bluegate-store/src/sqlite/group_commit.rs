@@ -223,20 +223,16 @@ async fn register_one(
         }
         return Ok(register_udap_tx(tx, &job.registration(), job.now).await);
     };
-    // `changes()` is the jti statement's count: 1 when the jti was new (or its old record expired).
+    // The jti statement numbers its binds as `remember_jti_sql!` does ($2 now, $3 issuer, $4 jti,
+    // $5 expiry). `changes()` is its count: 1 when the jti was new (or its old record expired).
     macro_rules! upsert_sql {
         () => {
             concat!(
-                "INSERT INTO jti_cache (issuer, jti, expires_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (issuer, jti) DO UPDATE SET expires_at = excluded.expires_at \
-                 WHERE jti_cache.expires_at <= $4; \
-                 INSERT INTO clients (",
+                remember_jti_sql!(),
+                "; INSERT INTO clients (",
                 client_cols!(),
-                ") SELECT $5, 'active', $6, $7, $8, $9, $10, $4, $4 WHERE changes() = 1 \
-                 ON CONFLICT (community, iss) WHERE community IS NOT NULL AND iss IS NOT NULL \
-                 DO UPDATE SET status = 'active', secret_hash = excluded.secret_hash, \
-                 metadata = excluded.metadata, updated_at = excluded.updated_at \
-                 RETURNING client_id"
+                ") SELECT $1, 'active', $6, $7, $8, $9, $10, $2, $2 WHERE changes() = 1",
+                client_upsert_tail_sql!()
             )
         };
     }
@@ -259,11 +255,11 @@ async fn register_one(
     // `claim_code` does; sqlx marks this deprecated for the other drivers' sake).
     #[allow(deprecated)]
     let mut results = sqlx::query(sql)
+        .bind(new_client_id)
+        .bind(ts(job.now))
         .bind(&job.jti.issuer)
         .bind(&job.jti.jti)
         .bind(ts(job.jti.expires_at))
-        .bind(ts(job.now))
-        .bind(new_client_id)
         .bind(&job.community)
         .bind(&job.iss)
         .bind(secret_hash.as_deref())
